@@ -1,0 +1,28 @@
+"""Teacher-versus-student cost, as `ganzip profile` reports it."""
+from __future__ import annotations
+
+from .loading import check_image_model, load_generator
+from .metrics.cost import profile_model
+from .student import build_student
+
+
+def profile(model=None, arch=None, arch_opts=None, trust_pickle=False, width=None, round_to=1,
+            size=256, device="auto", latency=True, repeats=10) -> dict:
+    """Cost of a generator, and of its width-scaled student when `width` is given.
+
+    Returns {"teacher": {macs, params, latency_ms}, "student": {...}, "ratios": {...}};
+    the student and ratios appear only with `width`.
+    """
+    teacher = load_generator(model, arch=arch, arch_opts=arch_opts, trust_pickle=trust_pickle, device="cpu")
+    check_image_model(teacher, size)
+    result = {"size": size, "teacher": profile_model(teacher, size, device, latency=latency, repeats=repeats)}
+    if width is not None:
+        student = build_student(teacher.cpu(), width, init="inherit", round_to=round_to, size=size)
+        result["student"] = profile_model(student, size, device, latency=latency, repeats=repeats)
+        t, s = result["teacher"], result["student"]
+        result["ratios"] = {
+            "macs": t["macs"] / s["macs"],
+            "params": t["params"] / s["params"],
+            "latency": (t["latency_ms"] / s["latency_ms"]) if latency and s["latency_ms"] else None,
+        }
+    return result

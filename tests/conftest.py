@@ -1,0 +1,51 @@
+"""Shared fixtures. Every model here has random weights made inside the test."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+os.environ.setdefault("GANZIP_OFFLINE", "1")  # tests never touch the network
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+class CliResult:
+    def __init__(self, result):
+        self.exit_code = result.exit_code
+        self.stdout = result.stdout
+        self.stderr = result.stderr
+        self.exception = result.exception
+
+    def assert_user_error(self, *fragments: str) -> str:
+        """Exit code 2, exactly one line on stderr, no traceback; returns that line."""
+        assert self.exit_code == 2, (self.exit_code, self.stdout, self.stderr, self.exception)
+        lines = [ln for ln in self.stderr.strip().splitlines() if ln.strip()]
+        assert len(lines) == 1, self.stderr
+        assert "Traceback" not in self.stderr + self.stdout
+        for frag in fragments:
+            assert frag.lower() in lines[0].lower(), (frag, lines[0])
+        return lines[0]
+
+
+@pytest.fixture
+def cli():
+    """Run `ganzip ARGS...` in-process, the way the console script does (no --debug)."""
+    from ganzip.cli import main
+
+    def invoke(*args: str, input: str | None = None) -> CliResult:
+        runner = CliRunner()
+        res = runner.invoke(main, [str(a) for a in args], obj={"debug": False}, input=input, catch_exceptions=True)
+        return CliResult(res)
+
+    return invoke
+
+
+@pytest.fixture
+def tiny_resnet():
+    """A random-weight CycleGAN ResNet generator small enough for fast tests."""
+    from ganzip import models
+
+    torch.manual_seed(0)
+    return models.create("resnet_6blocks", ngf=8).eval()
