@@ -18,6 +18,7 @@ from ..errors import GanzipError
 COMMAND_MODULES = (
     "profile",
     "models",
+    "data",
     "recipes",
     "data",
 )
