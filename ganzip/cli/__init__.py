@@ -19,8 +19,6 @@ COMMAND_MODULES = (
     "profile",
     "models",
     "data",
-    "recipes",
-    "data",
 )
 
 
