@@ -17,6 +17,12 @@ from typing import IO, Iterator
 from .errors import GanzipError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -49,6 +55,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise GanzipError(os_error_message(exc, path)) from exc
     tmp_path = Path(tmp)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs follow the umask like any file
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()

@@ -289,7 +289,9 @@ def load_generator(source, arch: str | None = None, arch_opts=None, trust_pickle
         if meta.get("ganzip.format") == "student":
             from .student import load_student
 
-            return load_student(path, device=dev)
+            return load_student(path, device=dev, arch=arch)
+        if meta.get("ganzip.format") == "generator" and not arch:
+            arch, opts = _recorded_arch(meta, path)
         obj: Any = tensors
     else:
         obj = read_checkpoint(path, trust_pickle=trust_pickle)
@@ -306,6 +308,20 @@ def load_generator(source, arch: str | None = None, arch_opts=None, trust_pickle
     model = build_arch(arch, opts)
     load_state_into(model, state, arch, opts, source=path.name)
     return model.to(dev).eval()
+
+
+def _recorded_arch(meta: Mapping[str, str], path: Path) -> tuple[str, dict]:
+    """The architecture a ganzip ``generator`` file records (``ganzip.teacher.save_generator``)."""
+    import json
+
+    try:
+        spec = json.loads(meta["ganzip.arch_spec"])
+        arch, opts = spec["arch"], dict(spec.get("opts", {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GanzipError(f"{path} has damaged ganzip metadata ({exc}): load it with --arch") from exc
+    if ":" in arch:  # never import code the user did not name
+        raise GanzipError(f"{path.name} holds a {arch} generator; loading it imports that module: pass --arch {arch}")
+    return arch, opts
 
 
 def check_image_model(model: nn.Module, size: int, in_channels: int | None = None, device="cpu") -> None:

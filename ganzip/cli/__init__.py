@@ -19,6 +19,9 @@ COMMAND_MODULES = (
     "profile",
     "models",
     "data",
+    "eval",
+    "fid",
+    "assets",
 )
 
 
