@@ -150,7 +150,10 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> Any:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return f"{exc.__class__.__name__}: {text[0] if text else ''}".strip()
+    line = text[0] if text else ""
+    if len(line) > 200:  # torch packs whole essays into one line
+        line = line[:197] + "..."
+    return f"{exc.__class__.__name__}: {line}".strip()
 
 
 def _is_tensor_dict(obj: Any) -> bool:

@@ -117,6 +117,8 @@ def build_student(teacher: nn.Module, width: float, init: str = "scratch", round
     if isinstance(teacher, torch.jit.ScriptModule):
         raise GanzipError("a TorchScript teacher cannot be pruned: load its state dict with --arch instead")
     student = copy.deepcopy(teacher).cpu().eval()
+    for p in student.parameters():  # torch-pruning skips frozen parameters; a frozen teacher must still shrink
+        p.requires_grad_(True)
     if hasattr(teacher, "ganzip_spec"):
         student.ganzip_spec = copy.deepcopy(teacher.ganzip_spec)
     from .metrics.cost import infer_in_channels

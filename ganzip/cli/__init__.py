@@ -22,6 +22,10 @@ COMMAND_MODULES = (
     "eval",
     "fid",
     "assets",
+    "recipes",
+    "compress",
+    "export",
+    "batch",
 )
 
 

@@ -323,7 +323,7 @@ def load_stats(path: str | os.PathLike, dims: int | None = None) -> Statistics:
             feats = np.asarray(f["features"], dtype=np.float32) if "features" in keys else None
     except GanzipError:
         raise
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # numpy and zipfile raise many types on damaged files (EOFError, BadZipFile, ...)
         raise GanzipError(f"{path}: not a readable .npz statistics file ({exc})") from exc
     d = mu.shape[0] if mu.ndim == 1 else None
     if d is None or sigma.shape != (d, d):
