@@ -142,6 +142,7 @@ class TrainResult:
     plan: LossPlan
     log: list[dict] = field(repr=False)
     seconds: float = 0.0
+    step_seconds: list[float] = field(default_factory=list, repr=False)  # per optimisation step, this process
     assets: list[dict] = field(default_factory=list)  # pretrained files the losses used (path, sha256)
 
 
@@ -922,8 +923,10 @@ def _train(teacher, student, discriminator, data, cfg, opts, plan, env, device, 
     d_fakes = plan.d_fakes
     w = plan.weights
     step = start
+    step_seconds: list[float] = []  # wall time of each optimisation step (data loading excluded)
     try:
         for step, batch in loader.iterate(start, stop_at):
+            step_started = time.perf_counter()
             x = batch["A"].to(device, non_blocking=True).contiguous(memory_format=mem)
             real = None
             if data.targets is not None:
@@ -1005,6 +1008,9 @@ def _train(teacher, student, discriminator, data, cfg, opts, plan, env, device, 
             if D is not None:
                 ddp.broadcast_module(D, env, buffers_only=True)
 
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            step_seconds.append(time.perf_counter() - step_started)
             done = step + 1
             scalars = dict(zip(names, values))
             scalars["loss"] = float(sum(values[: len(terms)]))
@@ -1051,7 +1057,8 @@ def _train(teacher, student, discriminator, data, cfg, opts, plan, env, device, 
     return TrainResult(
         student=student, last_state=last_state, steps=steps_done, total_steps=total, best_step=best_step,
         best_metrics=best_metrics, last_metrics=last_metrics, resumed_from=resumed_from, plan=plan,
-        log=log_rows, seconds=time.perf_counter() - started, assets=list(losses.asset_records),
+        log=log_rows, seconds=time.perf_counter() - started, step_seconds=step_seconds,
+        assets=list(losses.asset_records),
     )
 
 
