@@ -18,14 +18,16 @@ from ..errors import GanzipError
 COMMAND_MODULES = (
     "profile",
     "models",
+    "recipes",
+    "compress",
     "data",
+    "export",
+    "batch",
     "eval",
     "fid",
     "assets",
-    "recipes",
-    "compress",
-    "export",
-    "batch",
+    "train",
+    "demo",
 )
 
 

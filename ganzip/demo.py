@@ -1,0 +1,505 @@
+"""`ganzip demo`: compress the teacher shipped with ganzip, on the CPU, in minutes.
+
+The flow is the library's own, end to end, with nothing downloaded:
+
+1. the teacher is ``ganzip/assets/demo_teacher.safetensors``, trained by
+   ``ganzip train`` on a built-in paired task (its provenance, with the
+   exact command, is ``demo_teacher.json``);
+2. :func:`ganzip.engine.compress` distils it into a width-0.25 student with
+   the ``crd`` recipe (with ``compare``: also ``scratch`` and ``kd-pixel``
+   students on the same budget) on that task's training images;
+3. :func:`ganzip.evaluation.evaluate` measures each student on the task's
+   held-out test images against the teacher and the ground truth;
+4. ``OUT/report.json|md|html`` sets the results side by side, with the
+   teacher's and the students' cost and a sample grid; each student keeps
+   its own folder (``OUT/crd/``...) with its file and full report.
+
+Pretrained files that are not on this machine never stop the demo, and
+nothing stands in for them silently: without Inception there is no FID/KID
+and without AlexNet no LPIPS (PSNR/SSIM are reported); without VGG-16 the
+perceptual term is off and, in the crd student, an L1 to the teacher's
+output takes its place as the absolute anchor that CRD's relations lack
+(see :func:`demo_specs`). The report lists each one. See ``docs/demo.md``.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from . import io as gio
+from .errors import AssetMissingError, GanzipError
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+TEACHER_FILE = "demo_teacher.safetensors"
+PROVENANCE_FILE = "demo_teacher.json"
+MAIN_RECIPE = "crd"
+COMPARE_RECIPES = ("scratch", "kd-pixel")
+MARKER = "demo.json"
+# Without VGG-16, the weight of the L1-to-teacher term that stands in for the perceptual loss
+# in the crd student: lambda_CRD's own weight (docs/demo.md has the measurements).
+ANCHOR_WEIGHT = 25.0
+
+# The demo's budget: chosen so that `ganzip demo` ends in under 10 minutes on 2 CPU cores
+# (docs/demo.md has the measurements) -- the paper trains for 100 epochs at 256x256.
+DEFAULT_STEPS = 800
+DEFAULT_BATCH = 4
+EVAL_IMAGES = 100
+GRID_IMAGES = 6
+# None: torch's default (one thread per core). On a machine other processes share, one thread
+# is steadier for the demo's small convolutions (docs/demo.md).
+DEFAULT_THREADS = None
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """One student the demo trains: a label (its folder and table row), a recipe and its own overrides."""
+
+    label: str
+    recipe: str
+    overrides: tuple[str, ...] = ()
+    note: str = ""
+
+
+@dataclass
+class DemoRun:
+    """One student of the demo, trained and measured."""
+
+    label: str
+    recipe: str
+    overrides: list[str]
+    out: Path
+    student_path: Path | None
+    metrics: dict
+    cost: dict
+    loss_terms: dict
+    seconds: float
+    steps: int
+    best_step: int | None
+    note: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` hands back."""
+
+    out: Path
+    report: dict
+    report_paths: dict
+    runs: list[DemoRun]
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def table(self) -> list[list[Any]]:
+        return self.report["comparison"]["rows"]
+
+
+# ---------------------------------------------------------------- the shipped teacher
+
+
+def demo_teacher_path() -> Path:
+    """The shipped teacher file; a clear error if the installation lacks it."""
+    path = ASSETS / TEACHER_FILE
+    if not path.is_file():
+        raise GanzipError(f"the demo teacher {path} is missing from this installation: reinstall ganzip, or "
+                          f"regenerate it with the command in docs/demo.md")
+    return path
+
+
+def demo_provenance() -> dict:
+    """``demo_teacher.json``: how the shipped teacher was made, and its measured metrics."""
+    path = ASSETS / PROVENANCE_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GanzipError(f"{path} is missing from this installation: reinstall ganzip") from None
+    except json.JSONDecodeError as exc:
+        raise GanzipError(f"{path} is damaged ({exc}): reinstall ganzip") from None
+
+
+def load_demo_teacher(device="cpu") -> torch.nn.Module:
+    """The shipped teacher as an ``nn.Module`` (eval mode)."""
+    from .loading import load_generator
+
+    return load_generator(str(demo_teacher_path()), device=device)
+
+
+# ---------------------------------------------------------------- pretrained files
+
+
+def _asset_status(name: str, offline: bool) -> tuple[Path | None, str | None]:
+    from . import assets
+
+    try:
+        return assets.resolve(name, offline=offline), None
+    except AssetMissingError as exc:
+        return None, str(exc).split(". ")[0]
+
+
+def demo_overrides(size: int, perceptual: bool) -> list[str]:
+    """The recipe settings the demo changes for every student, each for a stated reason (docs/demo.md)."""
+    sets = [
+        # k = 32 at 256x256 is an 8 x 8 grid of patches; keep the grid at the demo's size.
+        f"crd.patch_size={max(1, size // 8)}",
+    ]
+    if not perceptual:
+        sets.append("perceptual.weight=0")
+    return sets
+
+
+def demo_specs(compare: bool, perceptual: bool) -> list[DemoSpec]:
+    """The students the demo trains.
+
+    Without VGG-16 the crd student gets an L1 to the teacher's output
+    (``kd_pixel.weight = ANCHOR_WEIGHT``) in place of the perceptual term:
+    CRD relates pieces of one image by normalised distances and angles, which
+    any per-pixel colour rotation, scaling or shift leaves unchanged, so
+    without an absolute term the student's colours are free (docs/demo.md
+    measures it). ``--compare`` then also trains the plain recipe
+    (``crd-plain``) to show that, and the two baselines.
+    """
+    specs = []
+    if perceptual:
+        specs.append(DemoSpec(MAIN_RECIPE, MAIN_RECIPE))
+    else:
+        specs.append(DemoSpec(MAIN_RECIPE, MAIN_RECIPE, (f"kd_pixel.weight={ANCHOR_WEIGHT:g}",),
+                              note=f"perceptual term replaced by L1 to the teacher (weight {ANCHOR_WEIGHT:g})"))
+    if compare:
+        if not perceptual:
+            specs.append(DemoSpec("crd-plain", MAIN_RECIPE, (), note="the recipe without its perceptual term"))
+        specs += [DemoSpec(r, r) for r in COMPARE_RECIPES]
+    return specs
+
+
+# ---------------------------------------------------------------- the demo
+
+
+def demo_command(out, compare: bool, steps: int, batch_size: int, eval_images: int, device: str,
+                 threads: int | None = None) -> str:
+    """The `ganzip demo` command line of a run (defaults left out)."""
+    parts = ["ganzip", "demo", "--out", str(out)]
+    if compare:
+        parts.append("--compare")
+    for flag, value, default in (("--steps", steps, DEFAULT_STEPS), ("--batch-size", batch_size, DEFAULT_BATCH),
+                                 ("--eval-images", eval_images, EVAL_IMAGES)):
+        if value != default:
+            parts += [flag, str(value)]
+    if device != "cpu":
+        parts += ["--device", device]
+    if threads is not None:
+        parts += ["--threads", str(threads)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def compress_command(teacher, recipe, data, size, steps, batch_size, sets, out, device) -> str:
+    """The `ganzip compress` command line equivalent to one of the demo's runs."""
+    parts = ["ganzip", "compress", str(teacher), "--recipe", recipe, "--data", str(data), "--width", "0.25",
+             "--size", str(size), "--steps", str(steps), "--batch-size", str(batch_size), "--seed", "0"]
+    for item in sets:
+        parts += ["--set", item]
+    parts += ["--out", str(out), "--offline"]
+    if device != "cpu":
+        parts += ["--device", device]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _prepare(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise GanzipError(f"--out {out} is a file, not a folder: choose a folder path")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise GanzipError(f"--out {out} already exists and holds files `ganzip demo` did not write: "
+                          "choose a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def run_demo(
+    out: str | Path = "ganzip-demo",
+    *,
+    compare: bool = False,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    device: str = "cpu",
+    specs: Sequence[DemoSpec] | None = None,
+    overrides: Iterable[str] = (),
+    eval_images: int = EVAL_IMAGES,
+    n_train: int | None = None,
+    threads: int | None = DEFAULT_THREADS,
+    quiet: bool = False,
+    offline: bool = True,
+    latency: bool = True,
+) -> DemoResult:
+    """Compress the shipped teacher at width 0.25 and write the comparison report.
+
+    Args:
+        out: output folder (``report.*``, ``samples.png``, one folder per student).
+        compare: also train the ``scratch`` and ``kd-pixel`` baselines on the same budget
+            (and, without VGG-16, the plain ``crd`` recipe as ``crd-plain``).
+        steps, batch_size: the training budget of every student (defaults: ``DEFAULT_STEPS``, ``DEFAULT_BATCH``).
+        device: ``cpu`` (the default: the demo is meant for the CPU), ``auto`` or ``cuda``.
+        specs: the students to train (default: :func:`demo_specs`).
+        overrides: extra ``--set`` values applied to every student.
+        eval_images: held-out test images each student is measured on.
+        n_train: render only this many training images (tests use a few).
+        threads: torch CPU threads while the demo runs (restored afterwards); None keeps the current setting.
+        offline: never download pretrained files (the demo uses local files only).
+        latency: time the models (off in tests).
+    """
+    steps = DEFAULT_STEPS if steps is None else int(steps)
+    batch_size = DEFAULT_BATCH if batch_size is None else int(batch_size)
+    if steps < 1 or batch_size < 1 or eval_images < 1:
+        raise GanzipError(f"--steps, --batch-size and --eval-images must be at least 1 "
+                          f"(got {steps}, {batch_size} and {eval_images})")
+    if threads is not None and threads < 1:
+        raise GanzipError(f"threads must be at least 1, got {threads}")
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run_demo(Path(out), compare, steps, batch_size, device, specs, list(overrides), eval_images,
+                         n_train, quiet, offline, latency, threads)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_demo(out: Path, compare, steps, batch_size, device, specs, overrides, eval_images, n_train, quiet,
+              offline, latency, threads) -> DemoResult:
+    from . import engine
+    from .evaluation import evaluate
+    from .report import environment_info, now_iso, write_reports
+
+    started, cpu0 = time.perf_counter(), time.process_time()
+    teacher_path = demo_teacher_path()
+    prov = demo_provenance()
+    size = int(prov["size"])
+    _prepare(out)
+
+    # ---- pretrained files: find what exists, record what does not and what is used instead
+    unavailable: list[dict] = []
+    vgg, why = _asset_status("vgg16", offline)
+    if specs is None:
+        specs = demo_specs(compare, perceptual=vgg is not None)
+    specs = list(specs)
+    labels = [sp.label for sp in specs]
+    if len(set(labels)) != len(labels):
+        raise GanzipError(f"two demo students share a label: {labels}")
+    if vgg is None:
+        instead = "students train without the perceptual term (perceptual.weight=0)"
+        if any(f"kd_pixel.weight={ANCHOR_WEIGHT:g}" in sp.overrides for sp in specs):
+            instead += (f"; in the crd student an L1 to the teacher's output (kd_pixel.weight={ANCHOR_WEIGHT:g}) "
+                        "takes its place as the absolute anchor that CRD lacks")
+        unavailable.append({"asset": "vgg16", "needed_for": "the perceptual loss (spec section 4)", "why": why,
+                            "instead": instead})
+    common = demo_overrides(size, perceptual=vgg is not None) + overrides
+    gio.atomic_write_json(out / MARKER, {"kind": "ganzip-demo", "status": "running", "students": labels})
+
+    # ---- training data: the task the teacher was trained on
+    source = prov["data"]
+    train_data: Any = source
+    if n_train is not None:
+        train_data = _small_bundle(source, size, n_train, specs[0].recipe, common, batch_size)
+
+    runs: list[DemoRun] = []
+    evals: dict[str, Any] = {}
+    for sp in specs:
+        sets = common + list(sp.overrides)
+        run_out = out / sp.label
+        t0 = time.perf_counter()
+        res = engine.compress(
+            str(teacher_path), data=train_data, width=0.25, recipe=sp.recipe, size=size, steps=steps,
+            batch_size=batch_size, seed=0, overrides=sets, out=run_out, device=device,
+            checkpoint_every=max(50, steps // 4), eval_every=max(1, steps // 4), log_every=max(1, steps // 100),
+            overwrite=True, quiet=quiet, offline=offline, evaluate=False,
+        )
+        train_seconds = time.perf_counter() - t0
+        cfg, tr = res.config, res.train
+        ev = evaluate(
+            res.student_path, teacher=str(teacher_path), data=source, size=size, device=device, out=run_out,
+            offline=offline, progress=not quiet, max_images=eval_images, allow_missing=True, latency=latency,
+            grid_images=GRID_IMAGES,
+            command=compress_command(teacher_path, sp.recipe, source, size, steps, batch_size, sets, run_out, device),
+            extra={
+                "kind": "compress",
+                "seed": cfg.train.seed,
+                "recipe": cfg.to_dict(),
+                "losses_active": tr.plan.describe(),
+                "training": {"recipe": sp.recipe, "demo_student": sp.label, "overrides": sets, "steps": tr.steps,
+                             "batch_size": cfg.train.batch_size, "best_step": tr.best_step,
+                             "best_holdout": tr.best_metrics, "last_holdout": tr.last_metrics,
+                             "seconds": round(train_seconds, 1),
+                             "student_selection": ("best held-out PSNR to the teacher" if tr.best_step
+                                                   else "last step")},
+                "warnings": list(res.warnings),
+                "paths": {"train_log": str(run_out / engine.TRAIN_LOG)},
+            },
+        )
+        evals[sp.label] = ev
+        runs.append(DemoRun(label=sp.label, recipe=sp.recipe, overrides=sets, out=run_out,
+                            student_path=res.student_path, metrics=ev.metrics, cost=ev.cost,
+                            loss_terms=tr.plan.describe(), seconds=round(train_seconds, 1), steps=tr.steps,
+                            best_step=tr.best_step, note=sp.note, warnings=list(res.warnings)))
+
+    # ---- the metrics that need pretrained files, as the evaluation recorded them
+    first = evals[labels[0]]
+    for rec in first.assets:
+        if rec.get("unavailable"):
+            what = {"inception_fid": "FID and KID", "alexnet": "LPIPS"}.get(rec["name"], rec["name"])
+            unavailable.append({"asset": rec["name"], "needed_for": what, "why": rec["unavailable"],
+                                "instead": "PSNR and SSIM (to the teacher and to the ground truth)"})
+
+    report = _compose_report(prov, runs, evals, unavailable, common, steps, batch_size, compare, device)
+    report["command"] = demo_command(out, compare, steps, batch_size, eval_images, device, threads)
+    report["created"] = now_iso()
+    report["versions"] = environment_info(device)
+    images = _write_samples(out, labels)
+    report["samples"] = "samples.png"
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu0
+    report["timing"] = {"wall_seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
+                        "threads": torch.get_num_threads(),
+                        "per_student_training_seconds": {r.label: r.seconds for r in runs}}
+    paths = write_reports(out, report, images=images, curves={})
+    gio.atomic_write_json(out / MARKER, {"kind": "ganzip-demo", "status": "finished", "students": labels})
+    return DemoResult(out=out, report=report, report_paths=paths, runs=runs, seconds=seconds,
+                      cpu_seconds=cpu_seconds)
+
+
+def _small_bundle(source: str, size: int, n: int, recipe: str, sets, batch_size):
+    """A DataBundle of only ``n`` rendered training images (for quick tests of the demo)."""
+    from . import data as gdata
+    from . import engine
+    from .recipes import resolve_recipe
+
+    cfg = resolve_recipe(recipe, list(sets) + [f"train.size={size}", f"train.batch_size={batch_size}"])
+    ds = gdata.open_dataset(source, split="train", size=size, augment=True, seed=0, n=n)
+    train_ds, holdout = gdata.holdout_split(ds, cfg.eval.holdout, 0)
+    paired = getattr(ds, "kind", None) == "paired"
+    return engine.DataBundle(train=train_ds, holdout=holdout, paired=paired, has_b=True,
+                             description=f"{source} (first {n} training images)")
+
+
+def _mean(m: dict, key: str):
+    v = m.get(key)
+    if isinstance(v, dict):
+        return v.get("mean")
+    return v
+
+
+def _loss_text(loss_terms: dict) -> str:
+    return " + ".join(f"{w:g} {name}" for name, w in loss_terms.get("student", {}).items())
+
+
+def _compose_report(prov, runs, evals, unavailable, common, steps, batch_size, compare, device) -> dict:
+    first = evals[runs[0].label]
+    t_cost = first.cost.get("teacher", {})
+    t_met = first.metrics.get("teacher", {})
+    main = runs[0]
+    header = ["student", "PSNR to teacher (dB)", "SSIM to teacher", "LPIPS to teacher", "PSNR to ground truth (dB)",
+              "FID", "MACs", "params", "latency (ms)", "training (s)", "student loss"]
+    rows: list[list[Any]] = []
+    has_lpips = any("lpips_to_teacher" in r.metrics.get("student", {}) for r in runs)
+    has_fid = any("fid" in r.metrics.get("student", {}) for r in runs)
+    rows.append(["teacher", None, None, None, _mean(t_met, "psnr_to_target"), _mean(t_met, "fid"),
+                 t_cost.get("macs"), t_cost.get("params"), t_cost.get("latency_ms"), None,
+                 f"trained by ganzip train ({prov.get('recipe', 'scratch')})"])
+    for r in runs:
+        s = r.metrics.get("student", {})
+        c = r.cost.get("student", {})
+        rows.append([r.label, _mean(s, "psnr_to_teacher"), _mean(s, "ssim_to_teacher"),
+                     _mean(s, "lpips_to_teacher"), _mean(s, "psnr_to_target"), _mean(s, "fid"),
+                     c.get("macs"), c.get("params"), c.get("latency_ms"), r.seconds, _loss_text(r.loss_terms)])
+    note = (f"{first.metrics.get('count')} held-out test images of {prov['data']} at {prov['size']}x{prov['size']}; "
+            f"every student: width 0.25, {steps} steps of batch {batch_size}, seed 0, the student with the best "
+            "held-out PSNR to the teacher kept. "
+            + ("" if has_lpips else "LPIPS: unavailable (no AlexNet weights). ")
+            + ("" if has_fid else "FID: unavailable (no Inception weights). ")
+            + "A dash means the value does not apply or could not be measured.")
+    table_rows = [[_fmt_cell(h, v) for h, v in zip(header, row)] for row in rows]
+    report: dict[str, Any] = {
+        "kind": "demo",
+        "seed": 0,
+        "data": {"source": prov["data"], "train_split": "train", "eval_split": first.metrics.get("split"),
+                 "eval_images": first.metrics.get("count"), "size": prov["size"], "kind": prov.get("task_kind")},
+        "models": {
+            "teacher": {"file": f"ganzip/assets/{TEACHER_FILE}", "arch": prov["arch"]["arch"],
+                        "opts": prov["arch"].get("opts", {}), "sha256": prov.get("sha256"),
+                        "trained_by": prov.get("command")},
+            "student": {"arch": prov["arch"]["arch"], "width": 0.25, "recipe": main.recipe, "label": main.label,
+                        "file": str(main.student_path) if main.student_path else None},
+        },
+        "cost": {"size": prov["size"], "device": first.cost.get("device"), "teacher": t_cost,
+                 "student": main.cost.get("student", {})},
+        "metrics": {"teacher": t_met, "student": main.metrics.get("student", {})},
+        "comparison": {"header": header, "rows": rows},
+        "tables": [{"title": "Students side by side" if len(runs) > 1 else "Student",
+                    "header": header, "rows": table_rows, "note": note}],
+        "students": {r.label: {"recipe": r.recipe, "overrides": r.overrides, "note": r.note,
+                               "loss_terms": r.loss_terms, "steps": r.steps, "best_step": r.best_step,
+                               "report": f"{r.label}/report.md"} for r in runs},
+        "settings": {"steps": steps, "batch_size": batch_size, "width": 0.25, "overrides": list(common),
+                     "device": str(device), "compare": compare},
+        "unavailable": unavailable,
+        "warnings": [f"{u['asset']} not found: {u['needed_for']} unavailable; {u['instead']}" for u in unavailable],
+        "assets": first.assets,
+    }
+    if unavailable:
+        report["tables"].append({"title": "Unavailable pretrained files",
+                                 "header": ["file", "needed for", "why", "used instead"],
+                                 "rows": [[u["asset"], u["needed_for"], u["why"], u["instead"]] for u in unavailable],
+                                 "note": "Import a file with `ganzip assets import FILE` and run the demo again."})
+    return report
+
+
+def _fmt_cell(header: str, v) -> str:
+    from .metrics.cost import format_macs
+
+    if v is None:
+        return "—"
+    if header == "MACs":
+        return format_macs(int(v))
+    if header == "params":
+        return f"{int(v):,}"
+    if header.startswith("SSIM") or header.startswith("LPIPS"):
+        return f"{v:.4f}"
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def _write_samples(out: Path, labels: Sequence[str]) -> list[dict]:
+    """OUT/samples.png (input | ground truth | teacher | each student) and the grid rows for the report."""
+    import io as _io
+
+    import numpy as np
+    from PIL import Image
+
+    base = out / labels[0] / "images"
+    rows: list[dict] = []
+    tiles: list[list[np.ndarray]] = []
+    i = 0
+    while (base / f"{i:02d}_input.png").exists():
+        cells = [("input", base / f"{i:02d}_input.png"), ("target", base / f"{i:02d}_target.png"),
+                 ("teacher", base / f"{i:02d}_teacher.png")]
+        cells += [(label, out / label / "images" / f"{i:02d}_student.png") for label in labels]
+        row: dict[str, str] = {}
+        arrays = []
+        for col, path in cells:
+            if path.exists():
+                row[col] = path.relative_to(out).as_posix()
+                arrays.append(np.asarray(Image.open(path).convert("RGB")))
+        rows.append(row)
+        tiles.append(arrays)
+        i += 1
+    if tiles and len({len(t) for t in tiles}) == 1:
+        grid = np.concatenate([np.concatenate(t, axis=1) for t in tiles], axis=0)
+        buf = _io.BytesIO()
+        Image.fromarray(grid).save(buf, format="PNG")
+        gio.atomic_write_bytes(out / "samples.png", buf.getvalue())
+    return rows
+
+
+__all__ = ["run_demo", "DemoResult", "DemoRun", "DemoSpec", "demo_specs", "demo_teacher_path", "demo_provenance",
+           "load_demo_teacher", "demo_overrides", "DEFAULT_STEPS", "DEFAULT_BATCH", "ANCHOR_WEIGHT"]
