@@ -198,20 +198,10 @@ def ground_truth_metrics(model: nn.Module, dataset, *, batch_size: int = 16, dev
 
 
 def _resolve(recipe: str, overrides: Iterable[str], *, size, steps, batch_size, seed, extra: Iterable[str] = ()):
-    from .recipes import resolve_recipe
+    from .engine import _resolve_config
 
-    flags = list(extra) + list(overrides or ())
-    if size is not None:
-        flags.append(f"train.size={int(size)}")
-    if steps is not None:
-        if int(steps) < 1:
-            raise GanzipError(f"--steps must be at least 1, got {steps}")
-        flags.append(f"train.steps={int(steps)}")
-    if batch_size is not None:
-        flags.append(f"train.batch_size={int(batch_size)}")
-    if seed is not None:
-        flags.append(f"train.seed={int(seed)}")
-    return resolve_recipe(recipe, flags)
+    return _resolve_config(recipe, list(extra) + list(overrides or ()), size=size, steps=steps, epochs=None,
+                           batch_size=batch_size, seed=seed)
 
 
 def _user_sets(overrides: Iterable[str], key: str) -> bool:
