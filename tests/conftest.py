@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -50,3 +51,30 @@ def tiny_resnet():
 
     torch.manual_seed(0)
     return models.create("resnet_6blocks", ngf=8).eval()
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory):
+    """A random-weight resnet_6blocks (ngf 4) state dict saved as safetensors."""
+    from safetensors.torch import save_file
+
+    from ganzip import models
+
+    torch.manual_seed(0)  # random weights: no pretrained generator exists here
+    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
+    save_file(models.create("resnet_6blocks", ngf=4).state_dict(), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A CycleGAN-layout folder (trainA/trainB) of six random 32x32 PNGs each."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for domain in ("trainA", "trainB"):
+        (root / domain).mkdir()
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / domain / f"{i}.png")
+    return root

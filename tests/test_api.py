@@ -18,15 +18,6 @@ import ganzip
 from ganzip import models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Several OpenMP threads per op stall each other on a busy shared 2-core machine; one is faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("api")

@@ -25,15 +25,6 @@ from ganzip.errors import GanzipError
 FAST = '["perceptual.weight=0", "crd.patch_size=16", "discriminator.ndf=8", "eval.max_images=4", "eval.samples=0"]'
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Several OpenMP threads per op stall each other on a busy shared 2-core machine; one is faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def random_pngs(root: Path) -> Path:
     """An unpaired dataset of random 64 px images: 6 training and 2 test images per domain."""
     rng = np.random.default_rng(0)

@@ -14,14 +14,6 @@ import torch
 
 import ganzip
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a small, shared CPU two threads contend and run these tiny nets 3x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 FAST = ["--size", "64", "--set", "crd.patch_size=16", "--set", "perceptual.weight=0",
         "--set", "discriminator.ndf=8", "--set", "eval.max_images=2", "--quiet"]

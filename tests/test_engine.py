@@ -18,14 +18,6 @@ from ganzip import engine, models, recipes
 from ganzip.errors import GanzipError, NonFiniteLossError
 from ganzip.student import build_student
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a small, shared CPU two threads contend and run these tiny nets 3x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 SIZE = 64
 FAST = ["train.size=64", "crd.patch_size=16", "perceptual.weight=0", "discriminator.ndf=8", "eval.max_images=4"]

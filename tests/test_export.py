@@ -22,15 +22,6 @@ from ganzip.student import build_student, save_student
 SIZE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Several OpenMP threads per op stall each other on a busy shared 2-core machine; one is faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def student_file(tmp_path_factory):
     torch.manual_seed(0)

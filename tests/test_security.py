@@ -39,31 +39,6 @@ def record(request, line: str) -> None:
             fh.write(json.dumps({"test": request.node.name, "line": line}) + "\n")
 
 
-@pytest.fixture(scope="module")
-def teacher_file(tmp_path_factory):
-    from safetensors.torch import save_file
-
-    from ganzip import models
-
-    torch.manual_seed(0)  # random weights: no pretrained generator exists here
-    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
-    save_file(models.create("resnet_6blocks", ngf=4).state_dict(), str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for domain in ("trainA", "trainB"):
-        (root / domain).mkdir()
-        for i in range(6):
-            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / domain / f"{i}.png")
-    return root
-
-
 @pytest.fixture
 def no_network(monkeypatch, tmp_path):
     """Every socket connection and DNS lookup is refused and recorded; asset caches point at empty folders."""
