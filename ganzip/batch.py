@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import io as gio
+from . import trust
 from .errors import GanzipError
 
 try:
@@ -351,6 +352,7 @@ class _Reader:
     def __init__(self, path: Path, text: str):
         self.path = path
         self.loc = TomlLocator(text)
+        self.trust_code = False
 
     def error(self, where: tuple, message: str) -> GanzipError:
         line = self.loc.line(*where)
@@ -376,8 +378,11 @@ def _check_table(reader: _Reader, table: Mapping, where: tuple, what: str, allow
             raise reader.error(where + (key,), f"{what}: {key} must be {desc}, got {value!r}")
 
 
-def load_manifest(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Manifest:
+def load_manifest(path: str | os.PathLike, out: str | os.PathLike | None = None, *, trust_code: bool = False) -> Manifest:
     """Read and check a manifest; expand multi-width jobs. Raises GanzipError naming the line.
+
+    A job whose `arch` is `package.module:callable` imports and runs that code;
+    it is refused unless `trust_code` is set (`--trust-code`, docs/security.md).
 
     Relative paths (models, data, targets, .toml recipes, `out`) resolve
     against the manifest's folder. `out` overrides the manifest's `out`
@@ -397,6 +402,7 @@ def load_manifest(path: str | os.PathLike, out: str | os.PathLike | None = None)
     except tomllib.TOMLDecodeError as exc:
         raise GanzipError(f"{path} is not valid TOML: {exc}") from None
     reader = _Reader(path, text)
+    reader.trust_code = trust_code
     base = path.resolve().parent
 
     for key in doc:
@@ -515,6 +521,17 @@ def _expand(reader: _Reader, base: Path, defaults: Mapping, entry: Mapping, inde
 
     # --- architecture
     arch = merged.get("arch")
+    if arch is not None and (not isinstance(arch, str) or not arch):
+        raise reader.error(origin("arch"), f"{what}: arch must be a zoo name or package.module:callable, got {arch!r}")
+    if arch is not None and ":" in arch:
+        try:  # a manifest often comes from someone else: its code runs only with the user's --trust-code
+            trust.check_name(arch, trust.Origin(source=f"manifest {reader.path.name}"))
+        except GanzipError as exc:
+            raise reader.error(origin("arch"), f"{what}: {exc}") from None
+        if not reader.trust_code:
+            raise reader.error(origin("arch"), f"{what}: arch = {arch!r} imports and runs code named by this manifest"
+                                               + (f" with options {arch_opts}" if arch_opts else "")
+                                               + "; check it, then pass --trust-code to allow it")
     if arch is not None and ":" not in arch:
         from . import models
 
@@ -773,7 +790,7 @@ def _execute(job: Job, folder: Path, mode: str, env_extra: Mapping[str, str], np
 def run_batch(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | None = None, *,
               gpus: str | Sequence[str] | None = None, launcher: str = "auto", nproc_per_node: int = 1,
               latency: bool = True, latency_repeats: int = 5, latency_device: str = "cpu", quiet: bool = True,
-              echo: Callable[[str], None] | None = None) -> BatchResult:
+              echo: Callable[[str], None] | None = None, trust_code: bool = False) -> BatchResult:
     """Run every job of a manifest and write the leaderboard.
 
     Args:
@@ -790,12 +807,13 @@ def run_batch(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | N
             one model at a time).
         quiet: no progress bars from the jobs.
         echo: called with one line per job event (the CLI prints them).
+        trust_code: allow jobs whose arch is package.module:callable (see `load_manifest`).
 
     Jobs already finished are skipped; interrupted ones resume from their
     checkpoint; a failing job is recorded (its error line in the leaderboard,
     the traceback or process output in `out/<job>/error.txt`) and the run goes on.
     """
-    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, out)
+    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, out, trust_code=trust_code)
     root = Path(out) if out is not None else m.out
     say = echo or (lambda _line: None)
     gpu_list = parse_gpus(gpus)
@@ -953,7 +971,8 @@ def leaderboard_rows(outcomes: Sequence[JobOutcome], latency: bool = True, repea
                     teacher_cost[key]["arch"] = (getattr(teacher, "ganzip_spec", None) or {}).get("arch", "")
                 if not row["arch"]:  # a generator file that records its architecture
                     row["arch"] = teacher_cost[key]["arch"]
-                student = load_student(oc.folder / STUDENT, arch=job.arch)
+                # module:callable jobs exist only in a manifest the user trusted with --trust-code
+                student = load_student(oc.folder / STUDENT, arch=job.arch, arch_opts=job.arch_opts, trust_code=True)
                 s = _cost(student, job.image_size, latency, repeats, device, count_macs, count_params, measure_latency)
                 t = teacher_cost[key]
                 row.update({

@@ -1394,7 +1394,7 @@ def _final_evaluation(out, cfg, student_path, teacher, data, target, extra, devi
         student: Any = str(student_path)
         spec = json.loads(read_student_metadata(student_path).get("ganzip.teacher_spec", "{}"))
         if ":" in spec.get("arch", ""):  # the user named this module for the teacher already
-            student = load_student(student_path, arch=spec["arch"])
+            student = load_student(student_path, arch=spec["arch"], arch_opts=spec.get("opts"))
         res = run_evaluation(student, teacher, str(data), target=target, size=cfg.train.size,
                              device=device, out=out, offline=offline, progress=not quiet, allow_missing=True,
                              extra=extra)

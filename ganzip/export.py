@@ -396,7 +396,9 @@ def export(source, out: str | os.PathLike | None = None, format: str = "onnx", *
         from .student import load_student
 
         # load_student itself, so that --arch confirms a student cut from package.module:callable
-        model = load_student(source, device="cpu", arch=arch)
+        from .loading import parse_arch_opts
+
+        model = load_student(source, device="cpu", arch=arch, arch_opts=parse_arch_opts(arch_opts))
     else:
         model = load_generator(source, arch=arch, arch_opts=arch_opts, trust_pickle=trust_pickle, device="cpu")
     out = Path(out) if out is not None else default_output(source, format)

@@ -6,7 +6,6 @@ architecture, a TorchScript archive, a ganzip student, or (only with
 """
 from __future__ import annotations
 
-import importlib
 import pickle
 import zipfile
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from . import models
+from . import models, trust
 from .devices import resolve_device
 from .errors import GanzipError
 
@@ -55,26 +54,29 @@ def parse_arch_opts(items) -> dict[str, Any]:
     return out
 
 
-def build_arch(arch: str, opts: Mapping[str, Any] | None = None) -> nn.Module:
-    """Build an architecture: a zoo name, or `package.module:callable` (class or factory)."""
-    opts = dict(opts or {})
+def build_arch(arch: str, opts: Mapping[str, Any] | None = None, origin: trust.Origin = trust.USER) -> nn.Module:
+    """Build an architecture: a zoo name, or `package.module:callable` (class or factory).
+
+    `origin` says where the name and options came from (see `ganzip.trust`):
+    a name a file supplies is acted on only as far as the user confirmed it.
+    """
+    if not isinstance(arch, str) or not arch:
+        raise GanzipError(f"the architecture from {origin.source} must be a name, got {type(arch).__name__}")
+    opts = dict(opts or {}) if not origin.from_file else trust.check_opts(opts or {}, origin.source)
     if ":" not in arch:
+        if origin.from_file:  # a file describes it: size it on the meta device first
+            with torch.device("meta"):
+                trust.check_param_count(models.create(arch, **opts), f"the {arch} that {origin.source} describes")
         return models.create(arch, **opts)
-    module_name, _, attr = arch.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise GanzipError(
-            f"cannot import {module_name!r} for --arch {arch}: {exc.__class__.__name__}: {exc}. "
-            "Check the spelling and that the package is installed or on PYTHONPATH"
-        ) from exc
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise GanzipError(f"{module_name!r} has no attribute {attr!r} (from --arch {arch})")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise GanzipError(f"--arch {arch} is not callable: give a class or a function that returns an nn.Module")
+    obj = trust.resolve(arch, opts, origin)
+    if origin.from_file:
+        try:
+            with torch.device("meta"):
+                sized = obj(**opts)
+        except Exception:
+            sized = None  # not every class builds on the meta device; it is built for real below
+        if isinstance(sized, nn.Module):
+            trust.check_param_count(sized, f"the {arch} that {origin.source} describes")
     try:
         model = obj(**opts)
     except TypeError as exc:
@@ -265,7 +267,7 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], arch: str 
 # ---------------------------------------------------------------- public entry point
 
 def load_generator(source, arch: str | None = None, arch_opts=None, trust_pickle: bool = False,
-                   device="cpu") -> nn.Module:
+                   device="cpu", trust_code: bool = False) -> nn.Module:
     """Load a generator from anything users bring, in eval mode on `device`.
 
     Args:
@@ -277,6 +279,8 @@ def load_generator(source, arch: str | None = None, arch_opts=None, trust_pickle
         arch_opts: dict or list of "key=value" strings passed to the architecture.
         trust_pickle: allow unpickling whole objects (can run code: only for trusted files).
         device: "auto", "cpu", "cuda" or a torch.device.
+        trust_code: let a file's recorded factory function and its options run
+            without confirming each option (see docs/security.md).
     """
     dev = resolve_device(device)
     opts = parse_arch_opts(arch_opts)
@@ -292,9 +296,19 @@ def load_generator(source, arch: str | None = None, arch_opts=None, trust_pickle
         if meta.get("ganzip.format") == "student":
             from .student import load_student
 
-            return load_student(path, device=dev, arch=arch)
-        if meta.get("ganzip.format") == "generator" and not arch:
-            arch, opts = _recorded_arch(meta, path)
+            return load_student(path, device=dev, arch=arch, arch_opts=opts, trust_code=trust_code)
+        if meta.get("ganzip.format") == "generator" and (not arch or ":" in arch):
+            recorded, file_opts = _recorded_arch(meta, path, arch)
+            if opts and not arch:
+                raise GanzipError(
+                    f"{path.name} records its architecture ({recorded}); --arch-opt would be ignored: "
+                    "drop --arch-opt, or pass --arch as well to build another architecture"
+                )
+            if recorded == arch or not arch:
+                origin = trust.Origin(source=f"generator file {path.name}", user_opts=opts, trust_code=trust_code)
+                model = build_arch(recorded, {**file_opts, **opts}, origin=origin)
+                load_state_into(model, unwrap_state_dict(tensors), recorded, file_opts, source=path.name)
+                return model.to(dev).eval()
         obj: Any = tensors
     else:
         obj = read_checkpoint(path, trust_pickle=trust_pickle)
@@ -313,17 +327,18 @@ def load_generator(source, arch: str | None = None, arch_opts=None, trust_pickle
     return model.to(dev).eval()
 
 
-def _recorded_arch(meta: Mapping[str, str], path: Path) -> tuple[str, dict]:
+def _recorded_arch(meta: Mapping[str, str], path: Path, given: str | None = None) -> tuple[str, dict]:
     """The architecture a ganzip ``generator`` file records (``ganzip.teacher.save_generator``)."""
     import json
 
     try:
         spec = json.loads(meta["ganzip.arch_spec"])
-        arch, opts = spec["arch"], dict(spec.get("opts", {}))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise GanzipError(f"{path} has damaged ganzip metadata ({exc}): load it with --arch") from exc
-    if ":" in arch:  # never import code the user did not name
-        raise GanzipError(f"{path.name} holds a {arch} generator; loading it imports that module: pass --arch {arch}")
+        arch, opts = spec["arch"], spec.get("opts", {})
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise GanzipError(f"{path} has damaged ganzip metadata ({_first_line(exc)}): load it with --arch") from exc
+    what = f"generator file {path.name}"
+    opts = trust.check_opts(opts, what)
+    trust.confirm(arch, given, opts, f"generator file {path.name}")  # never import code the user did not name
     return arch, opts
 
 
