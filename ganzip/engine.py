@@ -1379,6 +1379,7 @@ def _compress_locked(model, cfg, env, device, *, data, width, arch, arch_opts, t
                                                  fingerprint, device, offline, evaluate, data, target, opts.quiet)
         write_run_marker(out, "finished", {**run_info, "steps": result.steps})
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the run is complete: outputs replace it
+        rundir.record(out, [n for n in OWNED_FILES + ("images",) if (out / n).exists()])
     elif env.is_main:
         paths["log"] = out / TRAIN_LOG
     ddp.barrier(env)
@@ -1455,7 +1456,7 @@ def _final_evaluation(out, cfg, student_path, teacher, data, target, extra, devi
             student = load_student(student_path, arch=spec["arch"], arch_opts=spec.get("opts"))
         res = run_evaluation(student, teacher, str(data), target=target, size=cfg.train.size,
                              device=device, out=out, offline=offline, progress=not quiet, allow_missing=True,
-                             extra=extra)
+                             extra=extra, claim_out=False)  # compress holds OUT's lock
         return out / "report.json", res.metrics, res.to_dict()
     from .metrics.cost import profile_model
     from .report import environment_info, now_iso, write_reports
