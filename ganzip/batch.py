@@ -33,6 +33,7 @@ checkpoint in the job's folder), records failures and goes on, then writes
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import hashlib
@@ -52,7 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import io as gio
-from . import trust
+from . import rundir, trust
 from .errors import GanzipError
 
 try:
@@ -64,6 +65,7 @@ DONE_MARKER = "done.json"
 ERROR_FILE = "error.txt"
 LOG_FILE = "compress.log"
 BATCH_FILES = (DONE_MARKER, ERROR_FILE, LOG_FILE)
+LEADERBOARD_FILES = ("leaderboard.json", "leaderboard.csv", "leaderboard.md")
 LAUNCHERS = ("auto", "inprocess", "subprocess", "torchrun")
 
 # key -> (accepted types, description for errors)
@@ -732,13 +734,22 @@ def _job_state(job: Job, folder: Path) -> tuple[str, str | None]:
 
 
 def _clean_batch_files(folder: Path) -> None:
-    for name in BATCH_FILES:
-        try:
-            (folder / name).unlink()
-        except FileNotFoundError:
-            pass
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()  # the engine starts afresh in a missing or empty folder
+    """Remove the batch's own files from a job folder; a same-named file ganzip did not write stops the job."""
+    existing = rundir.check_replaceable(folder, BATCH_FILES, overwrite=True, what="batch", flag="job folder")
+    rundir.remove_owned(folder, existing)
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= set(rundir.BOOKKEEPING):
+        for name in rundir.BOOKKEEPING:  # the engine starts afresh in a missing or empty folder
+            with contextlib.suppress(FileNotFoundError):
+                (folder / name).unlink()
+        folder.rmdir()
+
+
+def _write_batch_file(path: Path, text: str) -> None:
+    """Write one of the batch's own files and note it in the folder's ledger (never over a user's file)."""
+    if path.exists() and not rundir.owned(path.parent, path.name):
+        return  # _clean_batch_files refused the job already; its error is in the leaderboard
+    gio.atomic_write_text(path, text)
+    rundir.record(path.parent, [path.name])
 
 
 def _describe_exception(exc: BaseException) -> str:
@@ -759,14 +770,17 @@ def _run_inprocess(job: Job, folder: Path, quiet: bool) -> None:
 def _run_subprocess(argv: list[str], env_extra: Mapping[str, str], folder: Path) -> tuple[int, str]:
     env = {**os.environ, **env_extra}
     proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
-    gio.atomic_write_text(folder / LOG_FILE, proc.stdout or "")
+    _write_batch_file(folder / LOG_FILE, proc.stdout or "")
     return proc.returncode, proc.stdout or ""
 
 
 def _execute(job: Job, folder: Path, mode: str, env_extra: Mapping[str, str], nproc_per_node: int,
              quiet: bool) -> tuple[str | None, str | None]:
     """Run one job; returns (error line, details for error.txt), both None on success."""
-    _clean_batch_files(folder)
+    try:
+        _clean_batch_files(folder)
+    except GanzipError as exc:
+        return str(exc), None
     if mode == "inprocess":
         try:
             _run_inprocess(job, folder, quiet)
@@ -828,6 +842,8 @@ def run_batch(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | N
     if latency_repeats < 0:
         raise GanzipError(f"--latency-repeats must be >= 0, got {latency_repeats}")
 
+    rundir.check_path(root)
+    rundir.check_replaceable(root, LEADERBOARD_FILES, overwrite=True, what="batch")  # before hours of jobs
     outcomes = [JobOutcome(job=j, status="pending", folder=root / j.name) for j in m.jobs]
     todo: list[JobOutcome] = []
     for oc in outcomes:
@@ -851,14 +867,14 @@ def run_batch(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | N
         oc.seconds = time.perf_counter() - t0
         if error is None:
             oc.status = "finished"
-            gio.atomic_write_json(oc.folder / DONE_MARKER, {
+            _write_batch_file(oc.folder / DONE_MARKER, json.dumps({
                 "name": oc.job.name, "spec": oc.job.spec(), "spec_hash": oc.job.spec_hash(),
                 "seconds": round(oc.seconds, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            })
+            }, indent=2, default=str) + "\n")
             say(f"[done] {oc.job.name} ({oc.seconds:.0f} s)")
         else:
             oc.status, oc.error = "failed", error
-            gio.atomic_write_text(oc.folder / ERROR_FILE, f"{error}\n\n{details or ''}")
+            _write_batch_file(oc.folder / ERROR_FILE, f"{error}\n\n{details or ''}")
             say(f"[fail] {oc.job.name}: {error}")
 
     def finish(measure: bool) -> dict[str, Path]:
@@ -1044,6 +1060,7 @@ def write_leaderboard(out: Path, manifest: Path, rows: Sequence[Mapping], latenc
     """Write leaderboard.json, .csv and .md into `out`; returns their paths."""
     columns = leaderboard_columns(rows)
     paths = {"json": out / "leaderboard.json", "csv": out / "leaderboard.csv", "md": out / "leaderboard.md"}
+    rundir.check_replaceable(out, LEADERBOARD_FILES, overwrite=True, what="batch")
     counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("finished", "skipped", "failed", "pending")}
     gio.atomic_write_json(paths["json"], {
         "manifest": str(manifest), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "counts": counts,
@@ -1072,6 +1089,7 @@ def write_leaderboard(out: Path, manifest: Path, rows: Sequence[Mapping], latenc
         lines += ["", "## Errors", ""]
         lines += [f"- **{r['job']}**: {_fmt('error', r['error'])}" for r in failed]
     gio.atomic_write_text(paths["md"], "\n".join(lines) + "\n")
+    rundir.record(out, LEADERBOARD_FILES)
     return paths
 
 
