@@ -54,7 +54,7 @@ from . import io as gio
 from . import rundir
 from .config import RecipeConfig
 from .devices import resolve_device
-from .errors import AssetMissingError, GanzipError, NonFiniteLossError
+from .errors import AssetMissingError, GanzipError, NonFiniteLossError, in_stage
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_JSON = "state.json"
@@ -778,6 +778,7 @@ def _num(text: str):
     return text
 
 
+@in_stage("training")
 def train(
     teacher: nn.Module,
     student: nn.Module,

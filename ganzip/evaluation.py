@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import rundir
-from .errors import AssetMissingError, GanzipError
+from .errors import AssetMissingError, GanzipError, in_stage
 
 
 @dataclass
@@ -209,6 +209,7 @@ def evaluate(student, teacher=None, data=None, target=None, size: int = 256, bat
 EVAL_OUTPUTS = ("report.json", "report.md", "report.html", "images", "outputs")
 
 
+@in_stage("evaluating")
 def _evaluate(student, teacher=None, data=None, target=None, size: int = 256, batch_size: int = 8,
              device: str = "auto", out=None, inception_weights=None, alexnet_weights=None, real_stats=None,
              offline: bool = False, progress: bool = True, max_images: int | None = None,

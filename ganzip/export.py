@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from . import io as gio
 from . import rundir
-from .errors import GanzipError
+from .errors import GanzipError, in_stage
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -249,6 +249,7 @@ def _is_student_file(source) -> bool:
 # ---------------------------------------------------------------- public
 
 
+@in_stage("exporting")
 def export_model(model: nn.Module, out: str | os.PathLike, format: str = "onnx", size: int = 256,
                  dynamic: bool = False, tolerance: float = TOLERANCE, seeds=SEEDS, opset: int = OPSET,
                  latency: bool = True, repeats: int = 10, warmup: int = 2, in_channels: int | None = None) -> ExportResult:

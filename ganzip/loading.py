@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from . import models, trust
 from .devices import resolve_device
-from .errors import GanzipError
+from .errors import GanzipError, in_stage
 
 # Keys that checkpoints commonly wrap a generator's state dict in, most specific first.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "netG", "netG_A", "G", "generator", "model", "net", "ema", "params")
@@ -266,6 +266,7 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], arch: str 
 
 # ---------------------------------------------------------------- public entry point
 
+@in_stage("loading the model")
 def load_generator(source, arch: str | None = None, arch_opts=None, trust_pickle: bool = False,
                    device="cpu", trust_code: bool = False) -> nn.Module:
     """Load a generator from anything users bring, in eval mode on `device`.

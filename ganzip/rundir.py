@@ -45,22 +45,24 @@ def sha256_file(path: str | os.PathLike) -> str:
 class FolderLock:
     """Held while a run writes into `folder`; see `lock`."""
 
-    def __init__(self, folder: Path, created: bool, fh):
-        self.folder, self.created, self._fh = folder, created, fh
+    def __init__(self, folder: Path, created: bool, fh, new_file: bool):
+        self.folder, self.created, self._fh, self._new_file = folder, created, fh, new_file
 
     def release(self) -> None:
         if self._fh is None:
             return
         import fcntl
 
+        if self._new_file:  # unlinked while still held: `lock` checks the inode, so no one can hold a stale one
+            with contextlib.suppress(OSError):
+                (self.folder / LOCK_FILE).unlink()
         with contextlib.suppress(OSError):
             fcntl.flock(self._fh, fcntl.LOCK_UN)
         self._fh.close()
         self._fh = None
         if self.created:  # leave no empty folder behind a run that wrote nothing
             with contextlib.suppress(OSError):
-                if {p.name for p in self.folder.iterdir()} <= {LOCK_FILE}:
-                    (self.folder / LOCK_FILE).unlink()
+                if not any(self.folder.iterdir()):
                     self.folder.rmdir()
 
     def __enter__(self) -> "FolderLock":
@@ -76,28 +78,41 @@ def lock(folder: str | os.PathLike, flag: str = "--out") -> FolderLock:
 
     folder = Path(folder)
     check_path(folder, flag)
+    if folder.exists() and not folder.is_dir():
+        raise GanzipError(f"{flag} {folder} is a file, not a folder: choose a folder path")
     created = not folder.exists()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fh = open(folder / LOCK_FILE, "a+")
-    except OSError as exc:
-        raise GanzipError(gio.os_error_message(exc, folder)) from None
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+    for _attempt in range(5):
+        path = folder / LOCK_FILE
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            new_file = not path.exists()
+            fh = open(path, "a+")
+        except OSError as exc:
+            raise GanzipError(gio.os_error_message(exc, folder)) from None
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                fh.close()
+                raise GanzipError(gio.os_error_message(exc, path)) from None
+            fh.seek(0)
+            pid = fh.read().strip() or "unknown"
             fh.close()
-            raise GanzipError(gio.os_error_message(exc, folder / LOCK_FILE)) from None
+            raise GanzipError(f"{flag} {folder} is in use by another ganzip run (PID {pid}): "
+                              f"wait for it to finish, or choose another {flag}") from None
+        try:
+            same = os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino
+        except OSError:
+            same = False
+        if not same:  # the previous holder removed the file as we opened it: take the new one
+            fh.close()
+            continue
         fh.seek(0)
-        pid = fh.read().strip() or "unknown"
-        fh.close()
-        raise GanzipError(f"{flag} {folder} is in use by another ganzip run (PID {pid}): "
-                          f"wait for it to finish, or choose another {flag}") from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(str(os.getpid()))
-    fh.flush()
-    return FolderLock(folder, created, fh)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        return FolderLock(folder, created, fh, new_file)
+    raise GanzipError(f"could not lock {flag} {folder}: another run keeps replacing its lock; try again")
 
 
 def check_path(path: Path, flag: str = "--out") -> None:

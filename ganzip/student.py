@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from .devices import resolve_device
 from . import trust
-from .errors import GanzipError
+from .errors import GanzipError, in_stage
 from .io import save_safetensors_atomic
 from .models import init_weights
 
@@ -96,6 +96,7 @@ def kept_channels(channels: int, width: float, round_to: int = 1) -> int:
     return kept
 
 
+@in_stage("building the student")
 def build_student(teacher: nn.Module, width: float, init: str = "scratch", round_to: int = 1,
                   example_input: torch.Tensor | None = None, size: int | None = None,
                   seed: int = 0) -> nn.Module:
@@ -244,6 +245,7 @@ def _read_structure(meta: Mapping[str, str], path: Path) -> tuple[dict, dict]:
     return spec, layers
 
 
+@in_stage("loading the student")
 def load_student(path: str | Path, device="cpu", arch: str | None = None, arch_opts: Mapping[str, Any] | None = None,
                  trust_code: bool = False) -> nn.Module:
     """Rebuild a student saved by `save_student`, in eval mode.
