@@ -256,7 +256,10 @@ def plan_losses(cfg: RecipeConfig, *, has_targets: bool, paired: bool) -> LossPl
 
 
 def check_size(cfg: RecipeConfig) -> None:
-    """The image size must hold a whole number of CRD patches."""
+    """The image size must be usable and hold a whole number of CRD patches."""
+    from .loading import check_size_value
+
+    check_size_value(cfg.train.size)
     k, size = cfg.crd.patch_size, cfg.train.size
     if cfg.crd.weight > 0 and cfg.crd.patches and size % k:
         raise GanzipError(
@@ -1202,6 +1205,33 @@ def build_discriminator(cfg: RecipeConfig, in_channels: int, out_channels: int, 
     return D
 
 
+def check_discriminator_size(D: nn.Module, size: int) -> None:
+    """Run D once on a blank image of the training size: a PatchGAN too deep for it fails here, not at step 1."""
+    first = next((m for m in D.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        return
+    D = copy.deepcopy(D)  # a BatchNorm D must not keep statistics of the blank image
+    try:
+        with torch.no_grad():
+            D(torch.zeros(1, first.in_channels, size, size))
+    except (ValueError, RuntimeError) as exc:
+        ok = next((s for s in (32, 64, 128, 256, 512) if s > size and _d_runs(D, first.in_channels, s)), None)
+        raise GanzipError(
+            f"--size {size} is too small for the discriminator ({str(exc).splitlines()[0][:80]}): "
+            + (f"use --size {ok} or more, " if ok else "")
+            + "or a shallower one with --set discriminator.n_layers=N"
+        ) from None
+
+
+def _d_runs(D: nn.Module, channels: int, size: int) -> bool:
+    try:
+        with torch.no_grad():
+            D(torch.zeros(1, channels, size, size))
+        return True
+    except (ValueError, RuntimeError):
+        return False
+
+
 def _out_channels(model: nn.Module, in_channels: int, size: int) -> int:
     with torch.no_grad():
         p = next(model.parameters())
@@ -1349,6 +1379,7 @@ def _compress_locked(model, cfg, env, device, *, data, width, arch, arch_opts, t
     D = None
     if plan.use_discriminator:
         D = build_discriminator(cfg, in_ch, _out_channels(teacher, in_ch, getattr(teacher, "min_size", 64)), cfg.train.seed)
+        check_discriminator_size(D, cfg.train.size)
 
     fingerprint = {
         "recipe": cfg.hash(), "teacher_sha256": teacher_sha, "width": width, "init": init, "round_to": round_to,
