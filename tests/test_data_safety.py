@@ -383,21 +383,24 @@ def test_assets_import_of_a_folder_is_one_line(cli, tmp_path):
     cli("assets", "import", tmp_path).assert_user_error("folder")
 
 
-def test_a_read_only_ganzip_home_does_not_suggest_a_missing_flag(cli, tmp_path, monkeypatch):
-    from ganzip import assets
+def test_a_read_only_ganzip_home_does_not_suggest_a_missing_flag(tmp_path, monkeypatch):
+    import errno
 
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("GANZIP_HOME", str(home))
-    a, b = tmp_path / "a", tmp_path / "b"
-    for d in (a, b):
-        for i in range(2):
-            _png(d / f"{i}.png", seed=i)
-    monkeypatch.setattr(assets, "cache_dir", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied", str(home))),
-                        raising=False)
-    res = cli("fid", a, b, "--offline")
-    assert res.exit_code == 2
-    assert "--out" not in res.stderr
+    from ganzip.io import atomic_write_bytes
+    from ganzip.errors import GanzipError
+
+    monkeypatch.setenv("GANZIP_HOME", str(tmp_path / "home"))
+    import ganzip.io as gio
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(gio.tempfile, "mkstemp", denied)  # as a read-only home does, even for root
+    with pytest.raises(GanzipError) as err:
+        atomic_write_bytes(tmp_path / "home" / "fid_stats" / "x.npz", b"x")  # where fid caches statistics
+    assert "--out" not in str(err.value) and "GANZIP_HOME" in str(err.value)
+    with pytest.raises(GanzipError, match="writable"):  # an output folder still names the flag
+        atomic_write_bytes(tmp_path / "elsewhere" / "x.npz", b"x")
 
 
 def test_export_tolerance_nan_blames_the_flag(finished, cli, tmp_path):
