@@ -22,6 +22,8 @@ from .errors import GanzipError
 # Keys that checkpoints commonly wrap a generator's state dict in, most specific first.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "netG", "netG_A", "G", "generator", "model", "net", "ema", "params")
 _INSTANCE_NORM_LEGACY = ("running_mean", "running_var", "num_batches_tracked")
+AUTO = "auto"  # --arch auto: recognise the architecture with spandrel (ganzip.autodetect)
+SPANDREL_PREFIX = "spandrel/"
 
 
 # ---------------------------------------------------------------- arch options
@@ -56,8 +58,12 @@ def parse_arch_opts(items) -> dict[str, Any]:
 
 
 def build_arch(arch: str, opts: Mapping[str, Any] | None = None) -> nn.Module:
-    """Build an architecture: a zoo name, or `package.module:callable` (class or factory)."""
+    """Build an architecture: a zoo name, `package.module:callable` (class or factory), or `spandrel/ID`."""
     opts = dict(opts or {})
+    if arch.startswith(SPANDREL_PREFIX):  # recorded by --arch auto: only spandrel's own registry is consulted
+        from .autodetect import build
+
+        return build(arch, opts)
     if ":" not in arch:
         return models.create(arch, **opts)
     module_name, _, attr = arch.partition(":")
@@ -303,14 +309,44 @@ def load_generator(source, arch: str | None = None, arch_opts=None, trust_pickle
     if isinstance(obj, nn.Module):
         return obj.to(dev).eval()
     state = unwrap_state_dict(obj)
-    if not arch:
-        raise GanzipError(
-            f"{path.name} holds only weights: name the architecture with --arch "
-            f"({', '.join(models.list_models('generator'))}) or --arch package.module:callable"
-        )
+    if not arch or arch == AUTO or arch.startswith(SPANDREL_PREFIX):
+        return load_auto(state, path.name, arch=arch).to(dev).eval()
     model = build_arch(arch, opts)
     load_state_into(model, state, arch, opts, source=path.name)
     return model.to(dev).eval()
+
+
+def load_auto(state: Mapping[str, torch.Tensor], source: str, arch: str | None = None) -> nn.Module:
+    """A bare state dict whose architecture spandrel recognises (``--arch auto``, or no ``--arch`` at all).
+
+    With ``arch`` None a miss (or spandrel not installed) is the usual
+    "holds only weights" error; with ``arch="auto"`` the miss says that
+    spandrel does not know the file. ``arch="spandrel/ID"`` (as recorded in a
+    report) also checks that spandrel finds that architecture.
+    """
+    from . import autodetect
+
+    if not arch:
+        try:
+            import spandrel  # noqa: F401
+        except ImportError:
+            raise GanzipError(
+                f"{source} holds only weights: name the architecture with --arch "
+                f"({', '.join(models.list_models('generator'))}) or --arch package.module:callable, "
+                f"or --arch auto to recognise it ({autodetect.INSTALL_HINT})"
+            ) from None
+        try:
+            return autodetect.detect(state, source)
+        except GanzipError:
+            raise GanzipError(
+                f"{source} holds only weights and spandrel does not recognise them: name the architecture with --arch "
+                f"({', '.join(models.list_models('generator'))}) or --arch package.module:callable"
+            ) from None
+    model = autodetect.detect(state, source)
+    found = model.ganzip_spec["arch"]
+    if arch not in (AUTO, found):
+        raise GanzipError(f"{source} holds a {found} model, not {arch}: pass --arch {found} or --arch auto")
+    return model
 
 
 def _recorded_arch(meta: Mapping[str, str], path: Path) -> tuple[str, dict]:
