@@ -845,11 +845,8 @@ def _train(teacher, student, discriminator, data, cfg, opts, plan, env, device, 
     started = time.perf_counter()
     channels_last = _flag(t.channels_last, device)
     mem = torch.channels_last if channels_last else torch.contiguous_format
-    out_side = data.out_side
-    if out_side is None:  # a DataBundle built by hand: measure the teacher's output once
-        with torch.no_grad():
-            out_side = int(teacher.cpu().eval()(data.train[0]["A"][None].float()).shape[-1])
-    losses = _Losses(cfg, plan, opts.offline, out_side=out_side).to(device)
+    losses = _Losses(cfg, plan, opts.offline, out_side=data.out_side).to(device)
+    sized_crd = data.out_side is not None or "crd" not in plan.weights  # else: sized from the first outputs
 
     teacher = teacher.to(device).eval()  # only ever run under no_grad; its parameters are left as they are
     student = student.to(device).train()
@@ -999,6 +996,9 @@ def _train(teacher, student, discriminator, data, cfg, opts, plan, env, device, 
                         t_out = teacher(x)
             s32 = s_out.float()
             t32 = t_out.float() if t_out is not None else None
+            if not sized_crd:  # a DataBundle built by hand does not say the output side
+                losses.crd.patch_size = crd_patch_size(cfg, int(s32.shape[-1]))
+                sized_crd = True
             if "adversarial" in w:
                 with losses.frozen(D), autocast():
                     pred = D(_cond(x, s_out, plan.conditional))
