@@ -108,6 +108,13 @@ def test_real_esrgan_style_model_compresses_end_to_end_at_the_output_resolution(
     assert student(x).shape == (1, 3, 4 * LR, 4 * LR)
     assert report["cost"]["ratios"]["params"] > 3
 
+    # exported at the input size, checked against PyTorch on 16-px inputs and 64-px outputs
+    onnx = tmp_path / "student.onnx"
+    res = cli("export", out / "student.safetensors", "--format", "onnx", "--size", str(LR), "--out", onnx, "--json", "--no-latency")
+    assert res.exit_code == 0, (res.stdout, res.stderr)
+    exported = json.loads(res.stdout)
+    assert exported["checks"][0]["shape"] == [1, 3, LR, LR] and exported["max_abs_diff"] <= 1e-4
+
     # the reported PSNR to the ground truth, recomputed here from the files at 64 px
     ours = []
     for i in range(N):
@@ -136,6 +143,15 @@ def test_the_discriminator_sees_the_output_channels_and_the_crd_patch_follows_th
     assert losses.crd.patch_size == 4 * LR // 8  # k = 32 at 256 px -> 8 at a 64-px output (not 2 at the input's 16)
     D = engine.build_discriminator(cfg, 3, 3, seed=0)
     assert D(teacher(item["A"][None])).ndim == 4
+
+    # HR images whose names match no input: unpaired real images for D, still read at the output's size
+    other = tmp_path / "unrelated"
+    other.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((80, 80, 3), 40 * i, np.uint8)).save(other / f"x{i}.png")
+    unpaired = engine.open_training_data(str(sr["lr"]), str(other), cfg, in_channels=3, out_channels=3, scale=4)
+    assert not unpaired.paired and any("unpaired" in w for w in unpaired.warnings)
+    assert engine._target_batch(unpaired.targets, 0, 2, 0, 0).shape == (2, 3, 4 * LR, 4 * LR)
 
 
 # ---------------------------------------------------------------- other channel counts
