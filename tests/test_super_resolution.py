@@ -154,6 +154,23 @@ def test_the_discriminator_sees_the_output_channels_and_the_crd_patch_follows_th
     assert engine._target_batch(unpaired.targets, 0, 2, 0, 0).shape == (2, 3, 4 * LR, 4 * LR)
 
 
+def test_training_relates_crd_patches_of_the_output_not_of_the_input(sr, tmp_path, monkeypatch):
+    from ganzip import engine, losses
+
+    seen = []
+    original = losses.CRDLoss.forward
+
+    def spy(self, student, teacher):
+        seen.append((self.patch_size, tuple(student.shape[-2:])))
+        return original(self, student, teacher)
+
+    monkeypatch.setattr(losses.CRDLoss, "forward", spy)
+    engine.compress(sr["compact"], arch="auto", data=str(sr["lr"]), target=str(sr["hr"]), size=LR, steps=1,
+                    overrides=["perceptual.weight=0", "discriminator.ndf=4"], out=tmp_path / "run", quiet=True,
+                    offline=True, evaluate=False)
+    assert seen == [(8, (4 * LR, 4 * LR))]  # 64-px outputs: k = 64 / 8
+
+
 # ---------------------------------------------------------------- other channel counts
 
 
