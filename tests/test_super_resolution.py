@@ -322,6 +322,31 @@ def test_arch_auto_without_spandrel_names_the_extra(cli, sr, monkeypatch):
         "pip install 'ganzip[spandrel]'")
 
 
+def test_a_real_esrgan_release_layout_loads_with_arch_auto(tmp_path):
+    from ganzip.loading import load_generator
+
+    torch.manual_seed(3)
+    net = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=2, scale=4).eval()
+    new = {}
+    for key, value in net.state_dict().items():  # model.1.sub.<i>.RDB<j>.conv<k>.0.<w|b> -> body.<i>.rdb<j>.conv<k>.<w|b>
+        p = key.split(".")
+        if key.startswith("model.1.sub.") and p[4].startswith("RDB"):
+            new[f"body.{p[3]}.rdb{p[4][3:]}.{p[5]}.{p[-1]}"] = value
+        elif key.startswith("model.1.sub.2."):
+            new[f"conv_body.{p[-1]}"] = value
+        else:
+            new[f"{ {'0': 'conv_first', '3': 'conv_up1', '6': 'conv_up2', '8': 'conv_hr', '10': 'conv_last'}[p[1]]}.{p[-1]}"] = value
+    assert len(new) == len(net.state_dict())
+    path = tmp_path / "RealESRGAN_x4plus_like.pth"
+    torch.save({"params_ema": new, "params": {k: torch.zeros_like(v) for k, v in new.items()}}, path)
+
+    model = load_generator(path, arch="auto")
+    assert model.ganzip_spec["arch"] == "spandrel/ESRGAN"
+    x = torch.rand(1, 3, 8, 8) * 2 - 1
+    with torch.no_grad():  # spandrel's network works on [0, 1]; ganzip's wrapper on [-1, 1]
+        assert torch.allclose(model(x), net((x + 1) / 2) * 2 - 1, atol=1e-6)
+
+
 def test_a_bare_state_dict_without_arch_is_recognised_too(sr):
     from ganzip.loading import load_generator
 
