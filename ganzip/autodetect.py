@@ -28,6 +28,7 @@ import torch.nn as nn
 from .errors import GanzipError
 
 PREFIX = "spandrel/"
+WRAP = "ganzip_"  # options of the wrapper, recorded beside the network's hyperparameters
 INSTALL_HINT = "pip install 'ganzip[spandrel]'"
 
 
@@ -109,6 +110,12 @@ def _from_json(cls: type, opts: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _spec_opts(hyper: Mapping[str, Any], wrap: Mapping[str, Any], arch: str) -> dict[str, Any]:
+    opts = {str(k): _to_json(v, f"{arch} option {k}") for k, v in dict(hyper).items()}
+    opts.update({f"{WRAP}{k}": v for k, v in wrap.items()})
+    return opts
+
+
 # ---------------------------------------------------------------- the registry's classes
 
 
@@ -152,11 +159,13 @@ def _find_class(arch: str) -> type:
 def build(arch: str, opts: Mapping[str, Any] | None = None) -> SpandrelGenerator:
     """Rebuild the module :func:`detect` described: ``arch`` = ``spandrel/ID``, ``opts`` = its hyperparameters.
 
-    The wrapper's own settings (channels, scale, mask) travel in ``opts``
-    under the ``ganzip`` key; everything else is passed to the class.
+    The wrapper's own settings (channels, scale, mask) travel in ``opts`` as
+    ``ganzip_in_channels``, ``ganzip_out_channels``, ``ganzip_scale`` and
+    ``ganzip_masked`` (flat, like every recorded option); everything else is
+    passed to the class.
     """
     opts = dict(opts or {})
-    wrap = dict(opts.pop("ganzip", {}) or {})
+    wrap = {k[len(WRAP):]: opts.pop(k) for k in list(opts) if k.startswith(WRAP)}
     cls = _find_class(arch)
     try:
         net = cls(**_from_json(cls, opts))
@@ -165,7 +174,7 @@ def build(arch: str, opts: Mapping[str, Any] | None = None) -> SpandrelGenerator
                           "install the spandrel version the model was made with") from None
     model = SpandrelGenerator(net, in_channels=wrap.get("in_channels", 3), out_channels=wrap.get("out_channels", 3),
                               scale=wrap.get("scale", 1), masked=wrap.get("masked", False))
-    model.ganzip_spec = {"arch": arch, "opts": {**_to_json(getattr(net, "hyperparameters", opts), arch), "ganzip": wrap}}
+    model.ganzip_spec = {"arch": arch, "opts": _spec_opts(getattr(net, "hyperparameters", opts), wrap, arch)}
     return model
 
 
@@ -193,7 +202,7 @@ def detect(state: Mapping[str, torch.Tensor], source: str = "the checkpoint") ->
     wrap = {"in_channels": int(descriptor.input_channels) + (1 if masked else 0),
             "out_channels": int(descriptor.output_channels), "scale": int(descriptor.scale), "masked": masked}
     model = SpandrelGenerator(net, **wrap)
-    model.ganzip_spec = {"arch": arch, "opts": {**_to_json(dict(hyper), arch), "ganzip": wrap}}
+    model.ganzip_spec = {"arch": arch, "opts": _spec_opts(hyper, wrap, arch)}
     req = descriptor.size_requirements
     model.size_requirements = {"minimum": int(req.minimum), "multiple_of": int(req.multiple_of), "square": bool(req.square)}
     return model.eval()

@@ -51,9 +51,10 @@ import torch.nn as nn
 
 from . import distributed as ddp
 from . import io as gio
+from . import rundir
 from .config import RecipeConfig
 from .devices import resolve_device
-from .errors import AssetMissingError, GanzipError, NonFiniteLossError
+from .errors import AssetMissingError, GanzipError, NonFiniteLossError, in_stage
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_JSON = "state.json"
@@ -449,7 +450,7 @@ def _is_atomic_temp(path: Path) -> bool:
 
 
 def _is_empty_dir(path: Path) -> bool:
-    return path.is_dir() and all(_is_atomic_temp(p) for p in path.iterdir())
+    return path.is_dir() and all(_is_atomic_temp(p) or p.name in rundir.BOOKKEEPING for p in path.iterdir())
 
 
 def read_run_marker(out: Path) -> dict | None:
@@ -465,21 +466,31 @@ def read_run_marker(out: Path) -> dict | None:
 
 
 def prepare_out(out: Path, *, resume: bool, overwrite: bool) -> str:
-    """Decide what to do with ``out``: returns ``"fresh"`` or ``"resume"``.
+    """Decide what to do with ``out`` and clear it if needed: returns ``"fresh"`` or ``"resume"``."""
+    mode, clear = plan_out(out, resume=resume, overwrite=overwrite)
+    if clear:
+        clear_out(out)
+    return mode
+
+
+def plan_out(out: Path, *, resume: bool, overwrite: bool) -> tuple[str, bool]:
+    """Decide what to do with ``out``, touching nothing: ``(mode, clear)``.
 
     * missing or empty: fresh;
     * holds a finished run: error, unless ``overwrite`` (then cleared);
     * holds an unfinished run with a checkpoint: resume, unless ``resume`` is
       False (then cleared and started over);
     * holds files ganzip did not write: error.
+
+    The caller clears only after every input is loaded and checked.
     """
+    rundir.check_path(out)
     if out.exists() and not out.is_dir():
         raise GanzipError(f"--out {out} is a file, not a folder: choose a folder path")
     if not out.exists():
-        return "fresh"
+        return "fresh", False
     if _is_empty_dir(out):
-        clear_out(out)
-        return "fresh"
+        return "fresh", True
     marker = read_run_marker(out)
     if marker is None or marker.get("kind") != "ganzip-compress":
         raise GanzipError(
@@ -491,13 +502,29 @@ def prepare_out(out: Path, *, resume: bool, overwrite: bool) -> str:
                 f"--out {out} holds a finished run (see {out / 'report.md'}): pass --overwrite to replace it, "
                 "or choose another --out"
             )
-        clear_out(out)
-        return "fresh"
+        return "fresh", True
     has_ckpt = (out / CHECKPOINT_DIR / CHECKPOINT_JSON).exists()
     if resume and has_ckpt:
-        return "resume"
-    clear_out(out)
-    return "fresh"
+        return "resume", False
+    return "fresh", True
+
+
+def check_inputs_outside(out: Path, *, model=None, data=None, target=None, clearing: bool = False) -> None:
+    """Inputs and outputs must not overlap: outputs would become training images, or clearing would delete an input."""
+    o = out.resolve()
+    for flag, value in (("--data", data), ("--target", target)):
+        if isinstance(value, (str, Path)) and not str(value).startswith("builtin:") and Path(value).exists():
+            d = Path(value).resolve()
+            if o == d or o.is_relative_to(d):
+                raise GanzipError(f"--out {out} is inside {flag} {value}: its outputs would be read as training "
+                                  "images; choose an --out outside the data folder")
+            if d.is_relative_to(o):
+                raise GanzipError(f"{flag} {value} is inside --out {out}: choose an --out that holds no inputs")
+    if clearing and isinstance(model, (str, Path)):
+        m = Path(model).resolve()
+        if m.is_relative_to(o):
+            raise GanzipError(f"the model {model} is inside --out {out}, which this run would clear: "
+                              "copy the model elsewhere, or choose another --out")
 
 
 def clear_out(out: Path) -> None:
@@ -545,7 +572,7 @@ def load_checkpoint(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise GanzipError(
             f"the checkpoint in {ckpt_dir} cannot be read ({exc}): pass --no-resume to start over"
         ) from None
-    if state.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise GanzipError(f"the checkpoint in {ckpt_dir} has an unknown format: pass --no-resume to start over")
     return tensors, state
 
@@ -800,6 +827,7 @@ def _num(text: str):
     return text
 
 
+@in_stage("training")
 def train(
     teacher: nn.Module,
     student: nn.Module,
@@ -899,13 +927,22 @@ def _train(teacher, student, discriminator, data, cfg, opts, plan, env, device, 
                 f"{out} holds a checkpoint of a {state.get('total_steps')}-step run but this one has {total} steps: "
                 "pass --no-resume to start over, or choose another --out"
             )
-        student.load_state_dict(_sub(tensors, "student"))
-        opt_s.load_state_dict(unflatten_optimizer(tensors, state["optimizers"]["student"]))
-        sched_s.load_state_dict(state["schedulers"]["student"])
-        if D is not None:
-            D.load_state_dict(_sub(tensors, "discriminator"))
-            opt_d.load_state_dict(unflatten_optimizer(tensors, state["optimizers"]["discriminator"]))
-            sched_d.load_state_dict(state["schedulers"]["discriminator"])
+        step = state.get("step")
+        if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= total or not isinstance(
+                state.get("rng"), list):
+            raise GanzipError(f"the checkpoint in {ckpt_dir} is damaged (step {str(step)[:20]} of {total}): "
+                              "pass --no-resume to start over")
+        try:
+            student.load_state_dict(_sub(tensors, "student"))
+            opt_s.load_state_dict(unflatten_optimizer(tensors, state["optimizers"]["student"]))
+            sched_s.load_state_dict(state["schedulers"]["student"])
+            if D is not None:
+                D.load_state_dict(_sub(tensors, "discriminator"))
+                opt_d.load_state_dict(unflatten_optimizer(tensors, state["optimizers"]["discriminator"]))
+                sched_d.load_state_dict(state["schedulers"]["discriminator"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise GanzipError(f"the checkpoint in {ckpt_dir} is damaged ({exc.__class__.__name__}: {str(exc)[:80]}): "
+                              "pass --no-resume to start over") from None
         best = _sub(tensors, "best")
         if best:
             best_state = {k: v.to(device) for k, v in best.items()}
@@ -1355,11 +1392,31 @@ def _on_main(env: ddp.DistEnv, fn: Callable[[], Any]):
 def _compress(model, cfg: RecipeConfig, env: ddp.DistEnv, device: torch.device, *, data, width, arch, arch_opts,
               target, out: Path, init, round_to, trust_pickle, checkpoint_every, eval_every, log_every, workers,
               resume, overwrite, quiet, offline, tensorboard, max_steps, evaluate) -> CompressResult:
+    warnings_: list[str] = []
+    held: dict[str, rundir.FolderLock] = {}
+    _on_main(env, lambda: held.setdefault("lock", rundir.lock(out)) and None)  # one run per OUT (rank 0 holds it)
+    lock = held.get("lock")
+    try:
+        return _compress_locked(model, cfg, env, device, data=data, width=width, arch=arch, arch_opts=arch_opts,
+                                target=target, out=out, init=init, round_to=round_to, trust_pickle=trust_pickle,
+                                checkpoint_every=checkpoint_every, eval_every=eval_every, log_every=log_every,
+                                workers=workers, resume=resume, overwrite=overwrite, quiet=quiet, offline=offline,
+                                tensorboard=tensorboard, max_steps=max_steps, evaluate=evaluate, warnings_=warnings_)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _compress_locked(model, cfg, env, device, *, data, width, arch, arch_opts, target, out: Path, init, round_to,
+                     trust_pickle, checkpoint_every, eval_every, log_every, workers, resume, overwrite, quiet,
+                     offline, tensorboard, max_steps, evaluate, warnings_) -> CompressResult:
     from .loading import check_image_model, load_generator, parse_arch_opts
     from .student import build_student
 
-    warnings_: list[str] = []
-    mode = _on_main(env, lambda: prepare_out(out, resume=resume, overwrite=overwrite))
+    # Every output is checked and every input loaded before anything in OUT is removed.
+    mode, clear = _on_main(env, lambda: plan_out(out, resume=resume, overwrite=overwrite))
+    check_inputs_outside(out, model=model if not isinstance(model, nn.Module) else None, data=data, target=target,
+                         clearing=clear)
 
     # ---- teacher
     if isinstance(model, nn.Module):
@@ -1402,6 +1459,8 @@ def _compress(model, cfg: RecipeConfig, env: ddp.DistEnv, device: torch.device, 
         "width": width, "world_size": env.world_size,
     }
     if env.is_main:
+        if clear:
+            clear_out(out)
         write_run_marker(out, "running", run_info)
     ddp.barrier(env)
 
@@ -1420,6 +1479,7 @@ def _compress(model, cfg: RecipeConfig, env: ddp.DistEnv, device: torch.device, 
                                                  fingerprint, device, offline, evaluate, data, target, opts.quiet)
         write_run_marker(out, "finished", {**run_info, "steps": result.steps})
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the run is complete: outputs replace it
+        rundir.record(out, [n for n in OWNED_FILES + ("images",) if (out / n).exists()])
     elif env.is_main:
         paths["log"] = out / TRAIN_LOG
     ddp.barrier(env)
@@ -1493,10 +1553,10 @@ def _final_evaluation(out, cfg, student_path, teacher, data, target, extra, devi
         student: Any = str(student_path)
         spec = json.loads(read_student_metadata(student_path).get("ganzip.teacher_spec", "{}"))
         if ":" in spec.get("arch", ""):  # the user named this module for the teacher already
-            student = load_student(student_path, arch=spec["arch"])
+            student = load_student(student_path, arch=spec["arch"], arch_opts=spec.get("opts"))
         res = run_evaluation(student, teacher, str(data), target=target, size=cfg.train.size,
                              device=device, out=out, offline=offline, progress=not quiet, allow_missing=True,
-                             extra=extra)
+                             extra=extra, claim_out=False)  # compress holds OUT's lock
         return out / "report.json", res.metrics, res.to_dict()
     from .metrics.cost import profile_model
     from .report import environment_info, now_iso, write_reports

@@ -24,7 +24,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .errors import AssetMissingError, GanzipError
+from . import rundir
+from .errors import AssetMissingError, GanzipError, in_stage
 
 
 @dataclass
@@ -168,7 +169,8 @@ def evaluate(student, teacher=None, data=None, target=None, size: int = 256, bat
              trust_pickle: bool = False, split: str | None = None, direction: str = "AtoB",
              allow_missing: bool = False, fid_dims: int = 2048, kid: bool = True, lpips: bool = True,
              latency: bool = True, grid_images: int = 8, save_images: bool = False,
-             command: str | None = None) -> EvalResult:
+             command: str | None = None, overwrite: bool = False,
+             claim_out: bool = True) -> EvalResult:
     """Evaluate `student` (and `teacher`) on the evaluation split of `data`.
 
     Args:
@@ -189,9 +191,34 @@ def evaluate(student, teacher=None, data=None, target=None, size: int = 256, bat
         fid_dims: Inception feature size; 2048 is the protocol, smaller sizes
             are for quick smoke runs only.
         out: folder for report.json/.md/.html and the sample PNGs.
+        overwrite: replace the reports and images of an earlier ganzip run in
+            `out` (never files ganzip did not write; see `ganzip.rundir`).
+        claim_out: lock `out` and check what it holds first (False only for a
+            caller that already holds the folder, as compress does).
         extra: more report sections (e.g. compress's ``training``, ``recipe``,
             ``seed``, ``losses_active``), merged into the report.
     """
+    args = {k: v for k, v in locals().items() if k not in ("overwrite", "claim_out")}
+    if out is None or not claim_out:
+        return _evaluate(**args)
+    with rundir.replacing(Path(out), EVAL_OUTPUTS, overwrite=overwrite, what="eval"):
+        return _evaluate(**args)
+
+
+# What evaluate writes into `out`; an earlier run's copies are replaced only with overwrite.
+EVAL_OUTPUTS = ("report.json", "report.md", "report.html", "images", "outputs")
+
+
+@in_stage("evaluating")
+def _evaluate(student, teacher=None, data=None, target=None, size: int = 256, batch_size: int = 8,
+             device: str = "auto", out=None, inception_weights=None, alexnet_weights=None, real_stats=None,
+             offline: bool = False, progress: bool = True, max_images: int | None = None,
+             extra: Mapping[str, Any] | None = None, *, arch: str | None = None, arch_opts=None,
+             trust_pickle: bool = False, split: str | None = None, direction: str = "AtoB",
+             allow_missing: bool = False, fid_dims: int = 2048, kid: bool = True, lpips: bool = True,
+             latency: bool = True, grid_images: int = 8, save_images: bool = False,
+             command: str | None = None) -> EvalResult:
+    """The body of `evaluate`, once `out` is claimed."""
     from . import assets
     from .data import is_builtin, open_dataset, resolve_layout
     from .devices import resolve_device

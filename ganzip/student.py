@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 
 from .devices import resolve_device
-from .errors import GanzipError
+from . import trust
+from .errors import GanzipError, in_stage
 from .io import save_safetensors_atomic
 from .models import init_weights
 
@@ -95,6 +96,7 @@ def kept_channels(channels: int, width: float, round_to: int = 1) -> int:
     return kept
 
 
+@in_stage("building the student")
 def build_student(teacher: nn.Module, width: float, init: str = "scratch", round_to: int = 1,
                   example_input: torch.Tensor | None = None, size: int | None = None,
                   seed: int = 0) -> nn.Module:
@@ -209,12 +211,50 @@ def read_student_metadata(path: str | Path) -> dict[str, str]:
     return meta
 
 
-def load_student(path: str | Path, device="cpu", arch: str | None = None) -> nn.Module:
+def _read_structure(meta: Mapping[str, str], path: Path) -> tuple[dict, dict]:
+    """The teacher spec and per-layer structure a student file claims, validated as data."""
+    what = f"student {path.name}"
+    try:
+        spec = json.loads(meta["ganzip.teacher_spec"])
+        layers = json.loads(meta["ganzip.structure"])
+    except (KeyError, ValueError, RecursionError) as exc:
+        kind = "nested too deeply" if isinstance(exc, RecursionError) else f"{exc.__class__.__name__}: {str(exc)[:80]}"
+        raise GanzipError(f"{path} has damaged ganzip metadata ({kind}): re-save it with ganzip") from None
+    if not isinstance(spec, dict) or "arch" not in spec:
+        raise GanzipError(f"{path} has damaged ganzip metadata: its teacher spec is not a table with an arch")
+    if not isinstance(spec["arch"], str) or not spec["arch"]:
+        raise GanzipError(f"{path} has damaged ganzip metadata: its architecture is a {type(spec['arch']).__name__}, not a name")
+    spec = {"arch": spec["arch"], "opts": trust.check_opts(spec.get("opts", {}), what)}
+    if not isinstance(layers, dict):
+        raise GanzipError(f"{path} has damaged ganzip metadata: its structure is a {type(layers).__name__}, not a table of layers")
+    shapes = {}
+    for name, info in layers.items():
+        if (not isinstance(info, dict) or not isinstance(info.get("type"), str)
+                or not isinstance(info.get("attrs", {}), dict) or not isinstance(info.get("tensors", {}), dict)):
+            raise GanzipError(f"{path} has damaged ganzip metadata at layer {str(name)[:60]!r}: expected type, attrs and tensors")
+        for attr, value in info.get("attrs", {}).items():
+            values = value if isinstance(value, list) else [value]
+            if attr not in _CHANNEL_ATTRS or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31 for v in values):
+                raise GanzipError(f"{path} has damaged ganzip metadata at layer {str(name)[:60]!r}: "
+                                  f"attribute {str(attr)[:40]!r} = {str(value)[:40]} is not a channel count")
+        for tname, shape in info.get("tensors", {}).items():
+            shapes[f"{name}.{tname}"] = shape
+        info.setdefault("attrs", {})
+        info.setdefault("tensors", {})
+    trust.check_numel(shapes, what)
+    return spec, layers
+
+
+@in_stage("loading the student")
+def load_student(path: str | Path, device="cpu", arch: str | None = None, arch_opts: Mapping[str, Any] | None = None,
+                 trust_code: bool = False) -> nn.Module:
     """Rebuild a student saved by `save_student`, in eval mode.
 
     A student cut from a user's class (`package.module:callable`) needs that
     module imported; pass `arch` equal to the recorded one to confirm it, so
-    that loading a file never imports code the user did not name.
+    that loading a file never imports code the user did not name. A student of
+    a factory function also needs the recorded options confirmed
+    (`arch_opts`), or `trust_code=True` (see docs/security.md).
     """
     from .loading import build_arch, read_safetensors
 
@@ -223,24 +263,20 @@ def load_student(path: str | Path, device="cpu", arch: str | None = None) -> nn.
         raise GanzipError(f"no such file: {path}")
     tensors, meta = read_safetensors(path)
     if meta.get("ganzip.format") != "student":
-        raise GanzipError(f"{path} is not a ganzip student (no structure metadata): load it with --arch instead")
-    try:
-        spec = json.loads(meta["ganzip.teacher_spec"])
-        layers = json.loads(meta["ganzip.structure"])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise GanzipError(f"{path} has damaged ganzip metadata ({exc})") from exc
-    if ":" in spec["arch"] and arch != spec["arch"]:
-        raise GanzipError(f"{path.name} was cut from {spec['arch']}; loading it imports that module: pass --arch {spec['arch']} to confirm")
+        raise GanzipError(f"{path} is not a ganzip student (no structure metadata): load it with arch= instead")
+    spec, layers = _read_structure(meta, path)
+    trust.confirm(spec["arch"], arch, spec["opts"], f"student {path.name}", keyword="--arch")
+    origin = trust.Origin(source=f"student {path.name}", user_opts=dict(arch_opts or {}), trust_code=trust_code)
     with torch.device("meta"):
         skeleton_ok = True
         try:
-            model = build_arch(spec["arch"], spec["opts"])
+            model = build_arch(spec["arch"], spec["opts"], origin=origin)
         except GanzipError:
             raise
         except Exception:
             skeleton_ok = False
     if not skeleton_ok:
-        model = build_arch(spec["arch"], spec["opts"])
+        model = build_arch(spec["arch"], spec["opts"], origin=origin)
     model = model.to_empty(device="cpu")
     _apply_structure(model, layers)
     try:
@@ -248,5 +284,9 @@ def load_student(path: str | Path, device="cpu", arch: str | None = None) -> nn.
     except RuntimeError as exc:
         raise GanzipError(f"{path} does not match its recorded structure: {str(exc).splitlines()[0]}") from exc
     model.ganzip_spec = spec
-    model.ganzip_student = json.loads(meta.get("ganzip.student", "{}"))
+    try:
+        info = json.loads(meta.get("ganzip.student", "{}"))
+    except (ValueError, RecursionError):
+        info = None
+    model.ganzip_student = info if isinstance(info, dict) else {}
     return model.to(resolve_device(device)).eval()

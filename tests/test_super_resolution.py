@@ -86,7 +86,7 @@ def test_real_esrgan_style_model_compresses_end_to_end_at_the_output_resolution(
 
     # the architecture and its hyperparameters are recorded, as plain JSON
     assert report["models"]["student"]["arch"] == arch
-    assert report["models"]["student"]["opts"]["ganzip"]["scale"] == 4
+    assert report["models"]["student"]["opts"]["ganzip_scale"] == 4
     # the HR folder is the ground truth, matched by file name; the orphan LR image is skipped and said so
     assert report["data"]["output_size"] == 4 * LR and report["data"]["scale"] == 4
     assert report["data"]["kind"] == "paired" and report["metrics"]["count"] == N
@@ -209,7 +209,7 @@ def test_image_plus_mask_model_reads_the_alpha_band_as_its_fourth_channel(cli, t
 
     # what the model is fed: RGB exactly as stored (not composited over white) and the alpha band as the mask
     item = open_dataset(data, size=32, augment=False, channels=4, target_channels=3)[0]
-    stored = np.asarray(Image.open(data / "0.png"))
+    stored = np.array(Image.open(data / "0.png"))
     assert item["A"].shape == (4, 32, 32)
     assert torch.equal(((item["A"] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0),
                        torch.from_numpy(stored))

@@ -42,9 +42,11 @@ from .common import device_option, echo_json, model_options
 @click.option("--offline", is_flag=True, help="Never download pretrained files.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the reports and images an earlier ganzip run wrote into --out (never other files).")
 def eval_cmd(student, teacher, arch, arch_opts, trust_pickle, data, target, real_stats, split, direction, size,
              batch_size, max_images, device, out, save_images, inception_weights, lpips_weights, no_lpips, no_kid,
-             fid_dims, no_latency, offline, quiet, as_json):
+             fid_dims, no_latency, offline, quiet, as_json, overwrite):
     """Evaluate STUDENT (and --teacher) on a dataset: quality, fidelity and cost.
 
     FID follows the pytorch-fid protocol with the pt_inception-2015-12-05
@@ -66,7 +68,7 @@ def eval_cmd(student, teacher, arch, arch_opts, trust_pickle, data, target, real
                       real_stats=real_stats, offline=offline, progress=not quiet, max_images=max_images,
                       arch=arch, arch_opts=arch_opts, trust_pickle=trust_pickle, split=split, direction=direction,
                       kid=not no_kid, lpips=not no_lpips, fid_dims=int(fid_dims), latency=not no_latency, save_images=save_images,
-                      command=command)
+                      command=command, overwrite=overwrite)
     if as_json:
         echo_json(result.to_dict())
         return

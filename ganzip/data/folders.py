@@ -17,7 +17,9 @@ Decompression-bomb protection (``PIL.Image.MAX_IMAGE_PIXELS``) stays on.
 """
 from __future__ import annotations
 
+import json
 import os
+import stat
 import struct
 import warnings
 from collections import Counter
@@ -123,6 +125,20 @@ class Layout:
         return f"add a {want} folder or choose one of the splits that exist"
 
 
+def _check_complete(root: Path) -> None:
+    """A folder `ganzip data make` was still writing (or that was cut short) is refused, not half-used."""
+    marker = root / "ganzip-data.json"
+    if not marker.is_file():
+        return
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return
+    if isinstance(info, dict) and info.get("complete") is False:
+        raise GanzipError(f"{root} is an incomplete dataset: `ganzip data make {info.get('task', 'NAME')}` was cut short "
+                          "(a full disk or an interrupted run); make it again with --overwrite")
+
+
 def resolve_layout(path: str | os.PathLike, kind: str | None = None) -> Layout:
     """Detect the layout of the dataset folder `path`.
 
@@ -139,6 +155,7 @@ def resolve_layout(path: str | os.PathLike, kind: str | None = None) -> Layout:
         raise GanzipError(f"--data {root} is a file, not a folder: pass the folder that holds the images")
     if kind not in (None, "unpaired", "paired", "plain"):
         raise GanzipError(f"unknown layout kind {kind!r}: use unpaired, paired or plain")
+    _check_complete(root)
     subdirs = {p.name for p in root.iterdir() if p.is_dir()}
     has_unpaired = any(d in subdirs for d in _UNPAIRED_DIRS)
     has_paired = any(d in subdirs for d in _PAIRED_DIRS)
@@ -320,7 +337,25 @@ def list_files(root: Path, recursive: bool = True) -> list[Path]:
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             out.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
         return sorted(out)
-    return sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    return sorted(p for p in root.iterdir() if not p.is_dir() and not p.name.startswith("."))
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why `path` cannot be opened as an image file at all: a FIFO, device or dangling link, or no permission.
+
+    Opening a FIFO blocks forever, so only regular files (and links to them) are ever opened.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "a symbolic link to nothing"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a FIFO, socket or device)"
+    if not os.access(path, os.R_OK):
+        return "cannot be read (permission denied)"
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -344,6 +379,10 @@ class _Scanned:
                 break
             if not is_image_file(path):
                 self.skip_reasons.append((str(path), f"not an image file (accepted: {accepted_extensions()})"))
+                continue
+            why = _unreadable(path)
+            if why:
+                self.skip_reasons.append((str(path), why))
                 continue
             try:
                 w, h = read_rgb(path).size if verify else probe(path)
