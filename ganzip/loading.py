@@ -316,6 +316,8 @@ def load_generator(source, arch: str | None = None, arch_opts=None, trust_pickle
             from .student import load_student
 
             return load_student(path, device=dev, arch=arch, arch_opts=opts, trust_code=trust_code)
+        if meta.get("ganzip.format") == "generator" and arch == AUTO:
+            arch = None  # the file records its architecture: nothing to recognise
         if meta.get("ganzip.format") == "generator" and (not arch or ":" in arch):
             recorded, file_opts = _recorded_arch(meta, path, arch)
             if opts and not arch:

@@ -353,3 +353,16 @@ def test_a_bare_state_dict_without_arch_is_recognised_too(sr):
     model = load_generator(sr["compact"])
     assert model.ganzip_spec["arch"] == "spandrel/Compact"
     assert model(torch.zeros(1, 3, 8, 8)).shape == (1, 3, 32, 32)
+
+
+def test_arch_auto_on_a_ganzip_generator_file_uses_the_recorded_architecture(tmp_path):
+    from ganzip import models
+    from ganzip.loading import load_generator
+    from ganzip.teacher import save_generator
+
+    torch.manual_seed(0)
+    net = models.create("resnet_6blocks", ngf=4).eval()
+    path = save_generator(net, tmp_path / "g.safetensors")
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(load_generator(path, arch="auto")(x), net(x))
