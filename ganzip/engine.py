@@ -279,7 +279,10 @@ def crd_patch_size(cfg: RecipeConfig, out_side: int | None = None) -> int:
 
 
 def check_size(cfg: RecipeConfig, out_side: int | None = None) -> None:
-    """The output (side ``out_side``, default ``train.size``) must hold a whole number of CRD patches."""
+    """The image size must be usable and the output (side ``out_side``, default ``train.size``) hold whole CRD patches."""
+    from .loading import check_size_value
+
+    check_size_value(cfg.train.size)
     if not (cfg.crd.weight > 0 and cfg.crd.patches):
         return
     size = cfg.train.size
@@ -1280,6 +1283,33 @@ def build_discriminator(cfg: RecipeConfig, in_channels: int, out_channels: int, 
     return D
 
 
+def check_discriminator_size(D: nn.Module, size: int) -> None:
+    """Run D once on a blank image of the training size: a PatchGAN too deep for it fails here, not at step 1."""
+    first = next((m for m in D.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        return
+    D = copy.deepcopy(D)  # a BatchNorm D must not keep statistics of the blank image
+    try:
+        with torch.no_grad():
+            D(torch.zeros(1, first.in_channels, size, size))
+    except (ValueError, RuntimeError) as exc:
+        ok = next((s for s in (32, 64, 128, 256, 512) if s > size and _d_runs(D, first.in_channels, s)), None)
+        raise GanzipError(
+            f"--size {size} is too small for the discriminator ({str(exc).splitlines()[0][:80]}): "
+            + (f"use --size {ok} or more, " if ok else "")
+            + "or a shallower one with --set discriminator.n_layers=N"
+        ) from None
+
+
+def _d_runs(D: nn.Module, channels: int, size: int) -> bool:
+    try:
+        with torch.no_grad():
+            D(torch.zeros(1, channels, size, size))
+        return True
+    except (ValueError, RuntimeError):
+        return False
+
+
 def _out_channels(model: nn.Module, in_channels: int, size: int) -> int:
     with torch.no_grad():
         p = next(model.parameters())
@@ -1359,6 +1389,9 @@ def compress(
     Under torchrun every rank returns; only rank 0's paths are set.
     """
     cfg = _resolve_config(recipe, overrides, size=size, steps=steps, epochs=epochs, batch_size=batch_size, seed=seed)
+    from .loading import check_size_value
+
+    check_size_value(cfg.train.size)  # the CRD patches are checked once the teacher says its output side
     for name, value in (("--checkpoint-every", checkpoint_every), ("--eval-every", eval_every)):
         if value < 0:
             raise GanzipError(f"{name} must be >= 0, got {value}")
@@ -1448,6 +1481,7 @@ def _compress_locked(model, cfg, env, device, *, data, width, arch, arch_opts, t
     D = None
     if plan.use_discriminator:
         D = build_discriminator(cfg, in_ch, out_ch, cfg.train.seed)
+        check_discriminator_size(D, out_side)
 
     fingerprint = {
         "recipe": cfg.hash(), "teacher_sha256": teacher_sha, "width": width, "init": init, "round_to": round_to,

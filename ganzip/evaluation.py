@@ -167,7 +167,7 @@ def evaluate(student, teacher=None, data=None, target=None, size: int = 256, bat
              offline: bool = False, progress: bool = True, max_images: int | None = None,
              extra: Mapping[str, Any] | None = None, *, arch: str | None = None, arch_opts=None,
              trust_pickle: bool = False, split: str | None = None, direction: str = "AtoB",
-             allow_missing: bool = False, fid_dims: int = 2048, kid: bool = True, lpips: bool = True,
+             allow_missing: bool = False, fid_dims: int = 2048, kid: bool = True, lpips: bool = True, fid: bool = True,
              latency: bool = True, grid_images: int = 8, save_images: bool = False,
              command: str | None = None, overwrite: bool = False,
              claim_out: bool = True) -> EvalResult:
@@ -188,6 +188,8 @@ def evaluate(student, teacher=None, data=None, target=None, size: int = 256, bat
             up, see `ganzip.assets`); `offline` forbids any download.
         allow_missing: record a metric whose pretrained file is missing as
             unavailable (with the reason in `warnings`) instead of raising.
+        fid, kid, lpips: compute these metrics (a skipped one is recorded in
+            the report's warnings).
         fid_dims: Inception feature size; 2048 is the protocol, smaller sizes
             are for quick smoke runs only.
         out: folder for report.json/.md/.html and the sample PNGs.
@@ -215,7 +217,7 @@ def _evaluate(student, teacher=None, data=None, target=None, size: int = 256, ba
              offline: bool = False, progress: bool = True, max_images: int | None = None,
              extra: Mapping[str, Any] | None = None, *, arch: str | None = None, arch_opts=None,
              trust_pickle: bool = False, split: str | None = None, direction: str = "AtoB",
-             allow_missing: bool = False, fid_dims: int = 2048, kid: bool = True, lpips: bool = True,
+             allow_missing: bool = False, fid_dims: int = 2048, kid: bool = True, lpips: bool = True, fid: bool = True,
              latency: bool = True, grid_images: int = 8, save_images: bool = False,
              command: str | None = None) -> EvalResult:
     """The body of `evaluate`, once `out` is claimed."""
@@ -270,16 +272,21 @@ def _evaluate(student, teacher=None, data=None, target=None, size: int = 256, ba
         paired = getattr(dataset, "kind", "") == "paired"
 
         extractor = None
-        try:
-            extractor = fidm.load_inception(inception_weights, dims=fid_dims, device=dev, offline=offline)
-            asset_records.append(extractor.weights)
-        except AssetMissingError as exc:
-            asset_records.append(_unavailable("inception_fid", exc, allow_missing, notes, "FID and KID"))
+        if not fid:
+            notes.append("FID and KID skipped (--no-fid)")
+        else:
+            try:
+                extractor = fidm.load_inception(inception_weights, dims=fid_dims, device=dev, offline=offline)
+                asset_records.append(extractor.weights)
+            except AssetMissingError as exc:
+                asset_records.append(_unavailable("inception_fid", exc, allow_missing, notes, "FID and KID"))
         if extractor is not None and fid_dims != 2048:
             fidm._warn(f"FID uses {fid_dims}-d Inception features, not the protocol's 2048: "
                        "values are not comparable to published FIDs")
 
         lp = None
+        if not lpips:
+            notes.append("LPIPS skipped (--no-lpips)")
         if lpips and (t_model is not None or paired):
             from .metrics.lpips import load_lpips
 

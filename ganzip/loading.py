@@ -403,10 +403,22 @@ def _recorded_arch(meta: Mapping[str, str], path: Path, given: str | None = None
     return arch, opts
 
 
+MIN_SIZE, MAX_SIZE = 8, 4096
+
+
+def check_size_value(size: Any, flag: str = "--size") -> int:
+    """An image side ganzip can run at: a whole number from 8 to 4096 pixels."""
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
+        raise GanzipError(f"{flag} must be a whole number of pixels from {MIN_SIZE} to {MAX_SIZE}, got {size!r} "
+                          "(the input image side; for example --size 256)")
+    return size
+
+
 def check_image_model(model: nn.Module, size: int, in_channels: int | None = None, device="cpu") -> None:
     """Raise a clear error unless `model` maps a 1×C×size×size image to an N×C×H×W tensor."""
     from .metrics.cost import infer_in_channels
 
+    check_size_value(size)
     c = in_channels or infer_in_channels(model)
     x = torch.zeros(1, c, size, size, device=resolve_device(device))
     try:

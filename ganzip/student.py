@@ -64,6 +64,9 @@ def _check_width(model: nn.Module, width: float, round_to: int, ignored: list[nn
         if isinstance(m, _PRUNABLE) and m not in ignored:
             c = m.out_channels if hasattr(m, "out_channels") else m.out_features
             kept = kept_channels(c, width, round_to)
+            if kept < 1 and round_to > c:
+                raise GanzipError(f"--round-to {round_to} is larger than layer {name}'s {c} channels: "
+                                  f"use a --round-to of at most {kept_round_to(c, width)}")
             if kept < 1:
                 need = max(round_to, 1) / c
                 raise GanzipError(
@@ -86,6 +89,11 @@ def _sync_norm_features(model: nn.Module, example: torch.Tensor) -> None:
             h.remove()
     for m, c in seen.items():
         m.num_features = c
+
+
+def kept_round_to(channels: int, width: float) -> int:
+    """The largest --round-to that still keeps a channel of a `channels`-wide layer at `width`."""
+    return max(1, int(math.floor(width * channels)))
 
 
 def kept_channels(channels: int, width: float, round_to: int = 1) -> int:
