@@ -224,6 +224,7 @@ def _evaluate(student, teacher=None, data=None, target=None, size: int = 256, ba
     from . import assets
     from .data import is_builtin, open_dataset, resolve_layout
     from .devices import resolve_device
+    from .engine import display_rgb
     from .loading import check_image_model
     from .metrics import fid as fidm
     from .metrics import fidelity
@@ -247,9 +248,23 @@ def _evaluate(student, teacher=None, data=None, target=None, size: int = 256, ba
                 except GanzipError as exc:
                     raise GanzipError(f"{name}: {exc} (this model may need another image size than --size {size})") from None
 
+        from .engine import output_geometry
+        from .metrics.cost import infer_in_channels
+
+        in_ch = infer_in_channels(s_model)
+        out_ch, out_side, scale = output_geometry(s_model, in_ch, size)
         if split is None:
             split = "test" if is_builtin(data) else resolve_layout(data).eval_split
-        dataset = open_dataset(data, split=split, size=size, augment=False, direction=direction, n=max_images)
+        dataset = None
+        if target is not None and scale > 1 and not is_builtin(data) and resolve_layout(data).kind == "plain":
+            from .data import open_pairs
+
+            # --data LR_DIR --target HR_DIR: the HR images are the ground truth (matched by file name)
+            dataset = open_pairs(data, target, size=size, scale=scale, channels=in_ch, target_channels=out_ch,
+                                 augment=False, n=max_images)
+        if dataset is None:
+            dataset = open_dataset(data, split=split, size=size, augment=False, direction=direction, n=max_images,
+                                   channels=in_ch, target_channels=out_ch, target_scale=scale)
         if len(dataset) == 0:
             raise GanzipError(f"{data} ({split}) has no images to evaluate")
         if getattr(dataset, "skipped", 0):
@@ -283,7 +298,7 @@ def _evaluate(student, teacher=None, data=None, target=None, size: int = 256, ba
 
         ref = None
         if extractor is not None:
-            ref = _reference_stats(extractor, data, split, size, direction, target, real_stats, batch_size,
+            ref = _reference_stats(extractor, data, split, out_side, direction, target, real_stats, batch_size,
                                    progress, notes)
 
         # ---- generate and measure, batch by batch
@@ -319,7 +334,9 @@ def _evaluate(student, teacher=None, data=None, target=None, size: int = 256, ba
             names = [Path(p).stem for p in batch["path"]]
             for i in range(x.shape[0]):
                 if len(grid) < grid_images:
-                    row = {"input": _rgb3(_round_uint8(x[i:i + 1]), "input")[0].cpu()}
+                    # the input as shown: RGB (grey repeated, a mask left out), resized to the outputs' size
+                    shown = display_rgb(x[i:i + 1], outs["student"].shape[-2:])
+                    row = {"input": _round_uint8(shown)[0].cpu()}
                     row.update({who: u8[i].cpu() for who, u8 in outs.items()})
                     if gt is not None:
                         row["target"] = gt[i].cpu()
@@ -369,7 +386,10 @@ def _evaluate(student, teacher=None, data=None, target=None, size: int = 256, ba
         if t_model is not None:
             models["teacher"] = _describe_model(teacher, t_model, arch)
         data_info = {"source": str(data), "split": split, "kind": getattr(dataset, "kind", None),
-                     "images": count, "size": size, "direction": direction}
+                     "images": count, "size": size, "direction": direction,
+                     "output_size": out_side, "scale": scale, "in_channels": in_ch, "out_channels": out_ch}
+        if getattr(dataset, "root_b", None) is not None and target is not None and scale > 1:
+            data_info["ground_truth"] = f"{target} (paired by file name)"
 
     report: dict[str, Any] = {
         "schema_version": 1,

@@ -21,6 +21,8 @@ from .errors import GanzipError, in_stage
 # Keys that checkpoints commonly wrap a generator's state dict in, most specific first.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "netG", "netG_A", "G", "generator", "model", "net", "ema", "params")
 _INSTANCE_NORM_LEGACY = ("running_mean", "running_var", "num_batches_tracked")
+AUTO = "auto"  # --arch auto: recognise the architecture with spandrel (ganzip.autodetect)
+SPANDREL_PREFIX = "spandrel/"
 
 
 # ---------------------------------------------------------------- arch options
@@ -55,14 +57,30 @@ def parse_arch_opts(items) -> dict[str, Any]:
 
 
 def build_arch(arch: str, opts: Mapping[str, Any] | None = None, origin: trust.Origin = trust.USER) -> nn.Module:
-    """Build an architecture: a zoo name, or `package.module:callable` (class or factory).
+    """Build an architecture: a zoo name, `package.module:callable` (class or factory), or `spandrel/ID`.
 
     `origin` says where the name and options came from (see `ganzip.trust`):
     a name a file supplies is acted on only as far as the user confirmed it.
+    ``spandrel/ID`` names (recorded by ``--arch auto``) build only classes of
+    spandrel's own registry (``ganzip.autodetect``), never an import a file names.
     """
     if not isinstance(arch, str) or not arch:
         raise GanzipError(f"the architecture from {origin.source} must be a name, got {type(arch).__name__}")
     opts = dict(opts or {}) if not origin.from_file else trust.check_opts(opts or {}, origin.source)
+    if arch.startswith(SPANDREL_PREFIX):
+        from .autodetect import build
+
+        if origin.from_file:  # a file describes it: size it on the meta device first
+            try:
+                with torch.device("meta"):
+                    sized = build(arch, opts)
+            except GanzipError:
+                raise
+            except Exception:
+                sized = None  # not every class builds on the meta device; it is built for real below
+            if sized is not None:
+                trust.check_param_count(sized, f"the {arch} that {origin.source} describes")
+        return build(arch, opts)
     if ":" not in arch:
         if origin.from_file:  # a file describes it: size it on the meta device first
             with torch.device("meta"):
@@ -298,6 +316,8 @@ def load_generator(source, arch: str | None = None, arch_opts=None, trust_pickle
             from .student import load_student
 
             return load_student(path, device=dev, arch=arch, arch_opts=opts, trust_code=trust_code)
+        if meta.get("ganzip.format") == "generator" and arch == AUTO:
+            arch = None  # the file records its architecture: nothing to recognise
         if meta.get("ganzip.format") == "generator" and (not arch or ":" in arch):
             recorded, file_opts = _recorded_arch(meta, path, arch)
             if opts and not arch:
@@ -317,15 +337,55 @@ def load_generator(source, arch: str | None = None, arch_opts=None, trust_pickle
         return obj.to(dev).eval()
     if isinstance(obj, nn.Module):
         return obj.to(dev).eval()
+    if not arch or arch == AUTO or arch.startswith(SPANDREL_PREFIX):
+        return load_auto(obj, path.name, arch=arch).to(dev).eval()
     state = unwrap_state_dict(obj)
-    if not arch:
-        raise GanzipError(
-            f"{path.name} holds only weights: name the architecture with --arch "
-            f"({', '.join(models.list_models('generator'))}) or --arch package.module:callable"
-        )
     model = build_arch(arch, opts)
     load_state_into(model, state, arch, opts, source=path.name)
     return model.to(dev).eval()
+
+
+def load_auto(obj: Any, source: str, arch: str | None = None) -> nn.Module:
+    """A bare state dict whose architecture spandrel recognises (``--arch auto``, or no ``--arch`` at all).
+
+    ``obj`` is what the file holds: a state dict, or one wrapped the usual
+    ways; BasicSR's releases (Real-ESRGAN...) keep the weights to use under
+    ``params_ema``, which wins over ``params``.
+
+    With ``arch`` None a miss (or spandrel not installed) is the usual
+    "holds only weights" error; with ``arch="auto"`` the miss says that
+    spandrel does not know the file. ``arch="spandrel/ID"`` (as recorded in a
+    report) also checks that spandrel finds that architecture.
+    """
+    from . import autodetect
+
+    if isinstance(obj, Mapping):
+        for key in ("params_ema", "params-ema"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    state = unwrap_state_dict(obj)
+    if not arch:
+        try:
+            import spandrel  # noqa: F401
+        except ImportError:
+            raise GanzipError(
+                f"{source} holds only weights: name the architecture with --arch "
+                f"({', '.join(models.list_models('generator'))}) or --arch package.module:callable, "
+                f"or --arch auto to recognise it ({autodetect.INSTALL_HINT})"
+            ) from None
+        try:
+            return autodetect.detect(state, source)
+        except GanzipError:
+            raise GanzipError(
+                f"{source} holds only weights and spandrel does not recognise them: name the architecture with --arch "
+                f"({', '.join(models.list_models('generator'))}) or --arch package.module:callable"
+            ) from None
+    model = autodetect.detect(state, source)
+    found = model.ganzip_spec["arch"]
+    if arch not in (AUTO, found):
+        raise GanzipError(f"{source} holds a {found} model, not {arch}: pass --arch {found} or --arch auto")
+    return model
 
 
 def _recorded_arch(meta: Mapping[str, str], path: Path, given: str | None = None) -> tuple[str, dict]:
