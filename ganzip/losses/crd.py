@@ -192,43 +192,51 @@ class _AngleHuberSum(torch.autograd.Function):
         # halves the memory traffic.
         shape = (m_sets, chunk, n, n)
         work = as_.new_empty(shape) if cos_dtype != as_.dtype else None
-        buf_s, buf_t, buf_g = (as_.new_empty(shape, dtype=cos_dtype) for _ in range(3))
+        buf_s, buf_t, buf_u = (as_.new_empty(shape, dtype=cos_dtype) for _ in range(3))
         us_c, ut_c = us.to(cos_dtype), ut.to(cos_dtype)
+        if work is not None:
+            # An anchor whose distances to the other vectors are all within a factor
+            # _FAST_RATIO of each other has no thin triangle at its vertex: its numerators
+            # are safe in cos_dtype (error ~ eps * ratio), so chunks of such anchors skip
+            # the float64 pass (textured images: all of them).
+            fast_s, fast_t = _well_conditioned(us), _well_conditioned(ut)
+            as_c, at_c = as_.to(cos_dtype), at.to(cos_dtype)
         sums = as_.new_zeros(m_sets)
         if need_grad:
             d_g = torch.zeros_like(as_, dtype=cos_dtype)  # sum over anchors of H_jk
             rho = as_.new_empty(as_.shape, dtype=cos_dtype)  # sum_k g_jk c_jk, per anchor i and j
-            row_h = as_.new_empty(as_.shape, dtype=cos_dtype)  # sum_k g_jk u_ik
+            row_h = as_.new_empty(as_.shape, dtype=cos_dtype)  # sum_k H_jk, per anchor i and j
 
-        def cosines(a_all, a_rows, u_rows, out):  # a_all M x N x N; a_rows, u_rows M x b x N
-            w = out if work is None else work[:, : out.shape[1]]
+        def numerators(a_all, a_rows, out):  # a_all M x N x N; a_rows M x b x N
+            w = out if a_all.dtype == out.dtype else work[:, : out.shape[1]]
             torch.add(a_rows.unsqueeze(3), a_rows.unsqueeze(2), out=w)
             w.sub_(a_all.unsqueeze(1))
             if w is not out:
                 out.copy_(w)
-            return out.mul_(u_rows.unsqueeze(3)).mul_(u_rows.unsqueeze(2))
+            return out
 
         # All sets go through each chunk of anchors together: fewer, larger operations.
         for i0 in range(0, n, chunk):
             i1 = min(n, i0 + chunk)
             b = i1 - i0
-            cs = cosines(as_, as_[:, i0:i1], us_c[:, i0:i1], buf_s[:, :b])
-            ct = cosines(at, at[:, i0:i1], ut_c[:, i0:i1], buf_t[:, :b])
-            # huber(d) = g * d - g * g / 2 with g = clamp(d, -1, 1), the huber derivative
-            diff = torch.sub(cs, ct, out=ct)
-            g = torch.clamp(diff, -1.0, 1.0, out=buf_g[:, :b])
-            flat_g, flat_d = g.reshape(m_sets, -1), diff.reshape(m_sets, -1)
-            sums += (torch.linalg.vecdot(flat_g, flat_d) - 0.5 * torch.linalg.vecdot(flat_g, flat_g)).to(sums.dtype)
+            a_s = as_c if work is not None and all(fast_s[i0:i1]) else as_
+            a_t = at_c if work is not None and all(fast_t[i0:i1]) else at
+            uc = us_c[:, i0:i1]
+            uu = torch.mul(uc.unsqueeze(3), uc.unsqueeze(2), out=buf_u[:, :b])  # u_ij u_ik
+            cs = numerators(a_s, a_s[:, i0:i1], buf_s[:, :b]).mul_(uu)
+            ct = numerators(a_t, a_t[:, i0:i1], buf_t[:, :b])
+            ct.mul_(ut_c[:, i0:i1].unsqueeze(3)).mul_(ut_c[:, i0:i1].unsqueeze(2))
+            for m in range(m_sets):
+                sums[m] += F.smooth_l1_loss(cs[m], ct[m], reduction="sum", beta=1.0).to(sums.dtype)
             if need_grad:
+                g = torch.sub(cs, ct, out=ct).clamp_(-1.0, 1.0)  # the huber derivative
                 torch.sum(torch.mul(g, cs, out=cs), dim=3, out=rho[:, i0:i1])
-                uc = us_c[:, i0:i1]
-                h = g.mul_(uc.unsqueeze(2))
+                h = g.mul_(uu)
                 torch.sum(h, dim=3, out=row_h[:, i0:i1])
-                h.mul_(uc.unsqueeze(3))
                 for k in range(b):  # faster than h.sum(dim=1) for a short anchor dimension
                     d_g += h[:, k]
         if need_grad:
-            d_a = row_h.to(as_.dtype).mul_(us).mul_(2.0).sub_(d_g.to(as_.dtype))
+            d_a = row_h.to(as_.dtype).mul_(2.0).sub_(d_g.to(as_.dtype))
             d_u = torch.where(us > 0, 2.0 * rho.to(as_.dtype) / torch.where(us > 0, us, 1.0), 0.0)
             ctx.save_for_backward(d_a, d_u)
         return sums
@@ -239,6 +247,17 @@ class _AngleHuberSum(torch.autograd.Function):
         d_a, d_u = ctx.saved_tensors
         scale = grad_sums.to(d_a.dtype).view(-1, 1, 1)
         return d_a * scale, d_u * scale, None, None, None, None
+
+
+_FAST_RATIO = 16.0
+
+
+def _well_conditioned(u: torch.Tensor) -> list[bool]:
+    """Per anchor i (over all M sets): are the nonzero distances from x_i within a factor
+    _FAST_RATIO of each other? (u = 1 / distance, 0 for none.)"""
+    big = u.amax(dim=2)
+    small = torch.where(u > 0, u, torch.full_like(u, float("inf"))).amin(dim=2)
+    return (big <= _FAST_RATIO * small).all(dim=0).tolist()
 
 
 def _unit_differences(x: torch.Tensor, i0: int, i1: int):
