@@ -60,6 +60,20 @@ def _auto_chunk(m_sets: int, n: int, device: torch.device) -> int:
     return max(1, min(n, budget // (m_sets * n * n)))
 
 
+def _block_bounds(n: int) -> list[tuple[int, int]]:
+    """Up to 4 index ranges splitting 0..n (blocks of the angle term, at least 16 wide)."""
+    parts = max(1, min(_BLOCK_PARTS, n // 16))
+    return [(n * p // parts, n * (p + 1) // parts) for p in range(parts)]
+
+
+def _angle_chunk(m_sets: int, n: int, device: torch.device) -> int:
+    """Anchors per chunk of :class:`_AngleHuberSum`: its buffers hold M x chunk x w x w
+    elements, w the width of a block (:func:`_block_bounds`)."""
+    budget = _GPU_CHUNK_ELEMENTS if device.type == "cuda" else _CPU_CHUNK_ELEMENTS
+    width = max(hi - lo for lo, hi in _block_bounds(n))
+    return max(1, min(n, budget // (m_sets * width * width)))
+
+
 def _diff_budget(device: torch.device) -> int:
     return _GPU_DIFF_ELEMENTS if device.type == "cuda" else _CPU_DIFF_ELEMENTS
 
@@ -107,6 +121,21 @@ class _PairSqDist(torch.autograd.Function):
         return dx, None, None, None
 
 
+class _Gram(torch.autograd.Function):
+    """``Y Y^T`` of M sets (M x N x D) with a one-matmul backward, ``(dG + dG^T) Y``
+    (autograd's generic matmul backward takes two)."""
+
+    @staticmethod
+    def forward(ctx, y):
+        ctx.save_for_backward(y)
+        return y @ y.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return (grad + grad.transpose(1, 2)) @ y
+
+
 def _sq_distances(x: torch.Tensor) -> torch.Tensor:
     """Squared distances ``D[m, i, j] = ||x_mi - x_mj||^2`` of M sets (x: M x N x D, float64).
 
@@ -119,7 +148,7 @@ def _sq_distances(x: torch.Tensor) -> torch.Tensor:
     """
     m, n, dim = x.shape
     y = x - x.mean(dim=1, keepdim=True)
-    gram = y @ y.transpose(1, 2)
+    gram = _Gram.apply(y)
     sq = gram.diagonal(dim1=1, dim2=2)
     norms = sq.unsqueeze(2) + sq.unsqueeze(1)
     d2 = (norms - 2.0 * gram).clamp_min(0.0)
@@ -186,13 +215,18 @@ class _AngleHuberSum(torch.autograd.Function):
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         as_, us = as_.detach(), us.detach()
         m_sets, n, _ = as_.shape
+        # The cosines are symmetric in j and k: only the blocks (J, K) with J <= K of each
+        # anchor's N x N matrix are computed, those off the diagonal counted twice.
+        bounds = _block_bounds(n)
+        blocks = [(bounds[p], bounds[q], p != q) for p in range(len(bounds)) for q in range(p, len(bounds))]
+        width = max(hi - lo for lo, hi in bounds)
+        size = m_sets * chunk * width * width
         # A_ij + A_ik - A_jk cancels for a thin triangle (a close pair seen from a far
         # vertex), so it is formed in float64 and rounded once; the cosines are O(1), so
         # everything after that runs in `cos_dtype` (float32 for float32 inputs), which
         # halves the memory traffic.
-        shape = (m_sets, chunk, n, n)
-        work = as_.new_empty(shape) if cos_dtype != as_.dtype else None
-        buf_s, buf_t, buf_u = (as_.new_empty(shape, dtype=cos_dtype) for _ in range(3))
+        work = as_.new_empty(size) if cos_dtype != as_.dtype else None
+        buf_s, buf_t, buf_u = (as_.new_empty(size, dtype=cos_dtype) for _ in range(3))
         us_c, ut_c = us.to(cos_dtype), ut.to(cos_dtype)
         if work is not None:
             # An anchor whose distances to the other vectors are all within a factor
@@ -203,39 +237,54 @@ class _AngleHuberSum(torch.autograd.Function):
             as_c, at_c = as_.to(cos_dtype), at.to(cos_dtype)
         sums = as_.new_zeros(m_sets)
         if need_grad:
-            d_g = torch.zeros_like(as_, dtype=cos_dtype)  # sum over anchors of H_jk
-            rho = as_.new_empty(as_.shape, dtype=cos_dtype)  # sum_k g_jk c_jk, per anchor i and j
-            row_h = as_.new_empty(as_.shape, dtype=cos_dtype)  # sum_k H_jk, per anchor i and j
+            d_g = torch.zeros_like(as_, dtype=cos_dtype)  # sum over anchors of H_jk, blocks J <= K
+            rho = torch.zeros_like(as_, dtype=cos_dtype)  # sum_k g_jk c_jk, per anchor i and j
+            row_h = torch.zeros_like(as_, dtype=cos_dtype)  # sum_k H_jk, per anchor i and j
 
-        def numerators(a_all, a_rows, out):  # a_all M x N x N; a_rows M x b x N
-            w = out if a_all.dtype == out.dtype else work[:, : out.shape[1]]
-            torch.add(a_rows.unsqueeze(3), a_rows.unsqueeze(2), out=w)
-            w.sub_(a_all.unsqueeze(1))
+        def view(buf, b, bj, bk):  # a contiguous M x b x bj x bk buffer
+            return buf[: m_sets * b * bj * bk].view(m_sets, b, bj, bk)
+
+        def numerators(a_all, a_rows, js, ks, out):  # a_all M x N x N; a_rows M x b x N
+            w = out if a_all.dtype == out.dtype else view(work, *out.shape[1:])
+            torch.add(a_rows[..., js].unsqueeze(3), a_rows[..., ks].unsqueeze(2), out=w)
+            w.sub_(a_all[:, js, ks].unsqueeze(1))
             if w is not out:
                 out.copy_(w)
             return out
 
-        # All sets go through each chunk of anchors together: fewer, larger operations.
-        for i0 in range(0, n, chunk):
+        for i0 in range(0, n, chunk):  # all sets go through each chunk of anchors together
             i1 = min(n, i0 + chunk)
             b = i1 - i0
             a_s = as_c if work is not None and all(fast_s[i0:i1]) else as_
             a_t = at_c if work is not None and all(fast_t[i0:i1]) else at
-            uc = us_c[:, i0:i1]
-            uu = torch.mul(uc.unsqueeze(3), uc.unsqueeze(2), out=buf_u[:, :b])  # u_ij u_ik
-            cs = numerators(a_s, a_s[:, i0:i1], buf_s[:, :b]).mul_(uu)
-            ct = numerators(a_t, a_t[:, i0:i1], buf_t[:, :b])
-            ct.mul_(ut_c[:, i0:i1].unsqueeze(3)).mul_(ut_c[:, i0:i1].unsqueeze(2))
-            for m in range(m_sets):
-                sums[m] += F.smooth_l1_loss(cs[m], ct[m], reduction="sum", beta=1.0).to(sums.dtype)
-            if need_grad:
-                g = torch.sub(cs, ct, out=ct).clamp_(-1.0, 1.0)  # the huber derivative
-                torch.sum(torch.mul(g, cs, out=cs), dim=3, out=rho[:, i0:i1])
-                h = g.mul_(uu)
-                torch.sum(h, dim=3, out=row_h[:, i0:i1])
-                for k in range(b):  # faster than h.sum(dim=1) for a short anchor dimension
-                    d_g += h[:, k]
+            a_s_rows, a_t_rows, u_s_rows, u_t_rows = a_s[:, i0:i1], a_t[:, i0:i1], us_c[:, i0:i1], ut_c[:, i0:i1]
+            for (j0, j1), (k0, k1), twice in blocks:
+                js, ks = slice(j0, j1), slice(k0, k1)
+                bj, bk = j1 - j0, k1 - k0
+                uu = torch.mul(u_s_rows[..., js].unsqueeze(3), u_s_rows[..., ks].unsqueeze(2),
+                               out=view(buf_u, b, bj, bk))  # u_ij u_ik
+                cs = numerators(a_s, a_s_rows, js, ks, view(buf_s, b, bj, bk)).mul_(uu)
+                ct = numerators(a_t, a_t_rows, js, ks, view(buf_t, b, bj, bk))
+                ct.mul_(u_t_rows[..., js].unsqueeze(3)).mul_(u_t_rows[..., ks].unsqueeze(2))
+                for m in range(m_sets):
+                    part = F.smooth_l1_loss(cs[m], ct[m], reduction="sum", beta=1.0).to(sums.dtype)
+                    sums[m] += 2.0 * part if twice else part
+                if need_grad:
+                    g = torch.sub(cs, ct, out=ct).clamp_(-1.0, 1.0)  # the huber derivative
+                    gc = torch.mul(g, cs, out=cs)
+                    rho[:, i0:i1, js] += gc.sum(dim=3)
+                    h = g.mul_(uu)
+                    row_h[:, i0:i1, js] += h.sum(dim=3)
+                    if twice:
+                        rho[:, i0:i1, ks] += gc.sum(dim=2)
+                        row_h[:, i0:i1, ks] += h.sum(dim=2)
+                    block = d_g[:, js, ks]
+                    for k in range(b):  # faster than h.sum(dim=1) for a short anchor dimension
+                        block += h[:, k]
         if need_grad:
+            for (j0, j1), (k0, k1), twice in blocks:
+                if twice:
+                    d_g[:, k0:k1, j0:j1] = d_g[:, j0:j1, k0:k1].transpose(1, 2)
             d_a = row_h.to(as_.dtype).mul_(2.0).sub_(d_g.to(as_.dtype))
             d_u = torch.where(us > 0, 2.0 * rho.to(as_.dtype) / torch.where(us > 0, us, 1.0), 0.0)
             ctx.save_for_backward(d_a, d_u)
@@ -250,6 +299,7 @@ class _AngleHuberSum(torch.autograd.Function):
 
 
 _FAST_RATIO = 16.0
+_BLOCK_PARTS = 4
 
 
 def _well_conditioned(u: torch.Tensor) -> list[bool]:
@@ -385,7 +435,7 @@ def relational_loss(
         as_, us, dist_s = _distance_terms(s)
         with torch.no_grad():
             at, ut, dist_t = _distance_terms(t.detach())
-        chunk = min(chunk_size or _auto_chunk(s.shape[0], n, s.device), n)
+        chunk = min(chunk_size or _angle_chunk(s.shape[0], n, s.device), n)
     else:
         work = torch.float64 if s.dtype == torch.float64 else torch.float32
         s_w, t_w = s.to(work), t.detach().to(work)
