@@ -195,7 +195,8 @@ class _AngleHuberSum(torch.autograd.Function):
     rounding error is relative to the triangle's own sides, so a triplet inside a tight
     group is as accurate as one of spread-out vectors.
 
-    Anchors are processed in chunks. Forward and backward are fused: while a chunk's
+    Anchors are processed in chunks, and of each anchor's symmetric N x N matrix only the
+    blocks on and above the diagonal (:func:`_block_bounds`). Forward and backward are fused: while a chunk's
     student and teacher cosines are in memory, the gradient of the huber sum with
     respect to the student's ``A`` and ``u`` is accumulated analytically, so nothing of
     size N^3 is saved or recomputed. With ``g = clamp(c_s - c_t, -1, 1)`` (the huber
