@@ -136,28 +136,58 @@ class _Gram(torch.autograd.Function):
         return (grad + grad.transpose(1, 2)) @ y
 
 
-def _sq_distances(x: torch.Tensor) -> torch.Tensor:
+def _components(adj: torch.Tensor) -> torch.Tensor:
+    """Connected-component labels (the smallest member index) of an N x N boolean graph."""
+    n = adj.shape[0]
+    adj = adj | adj.t() | torch.eye(n, dtype=torch.bool, device=adj.device)
+    labels = torch.arange(n, device=adj.device)
+    while True:
+        new = torch.where(adj, labels.unsqueeze(0), n).amin(dim=1)
+        new = new[new]  # pointer jumping: a chain converges in O(log N) rounds
+        if torch.equal(new, labels):
+            return labels
+        labels = new
+
+
+def _sq_distances(x: torch.Tensor, depth: int = 0) -> torch.Tensor:
     """Squared distances ``D[m, i, j] = ||x_mi - x_mj||^2`` of M sets (x: M x N x D, float64).
 
     A Gram matrix gives all of them with N^2 D multiply-adds in one BLAS call, but
     ``G_ii + G_jj - 2 G_ij`` loses the digits of a pair that is close compared with the
-    vectors' distance to the centre, and centring on the set mean helps only when the
-    whole set is one tight group. So the close pairs (:data:`_CLOSE_RTOL`) are
-    recomputed from their explicit difference vectors (:class:`_PairSqDist`): exact,
-    exactly 0 for repeated vectors, and for textured inputs there are none.
+    vectors' distance to the reference point (the set mean), and centring on the mean
+    helps only when the whole set is one tight group. So the close pairs
+    (:data:`_CLOSE_RTOL`) are recomputed: each group of vectors linked by close pairs
+    (a flat background, a band of one colour) gets its own Gram matrix, relative to one
+    of its members, recursively (a group may hold tighter groups). Exactly repeated
+    vectors get exactly 0. A group that is the whole set, or nested too deep, falls back
+    to explicit difference vectors (:class:`_PairSqDist`). Textured inputs have no close
+    pairs, and this costs nothing there.
     """
     m, n, dim = x.shape
-    y = x - x.mean(dim=1, keepdim=True)
-    gram = _Gram.apply(y)
+    ref = x.mean(dim=1, keepdim=True) if depth == 0 else x[:, :1]
+    gram = _Gram.apply(x - ref)
     sq = gram.diagonal(dim1=1, dim2=2)
     norms = sq.unsqueeze(2) + sq.unsqueeze(1)
     d2 = (norms - 2.0 * gram).clamp_min(0.0)
     eye = torch.eye(n, dtype=torch.bool, device=x.device)
     with torch.no_grad():
-        close = torch.triu(d2 < _CLOSE_RTOL * norms, diagonal=1).nonzero()
-    if close.shape[0]:
-        s, i, j = close.unbind(1)
-        exact = _PairSqDist.apply(x.reshape(m * n, dim), s * n + i, s * n + j, _diff_budget(x.device))
+        close = torch.triu(d2 < _CLOSE_RTOL * norms, diagonal=1)
+        sets = close.flatten(1).any(dim=1).nonzero().flatten().tolist()
+    pairs = []
+    for s in sets:
+        labels = _components(close[s])
+        for label in torch.unique(labels[close[s].any(dim=1)]).tolist():
+            idx = (labels == label).nonzero().flatten()
+            if idx.shape[0] == n or depth >= 8:  # no progress: explicit differences
+                i, j = torch.triu(close[s][idx][:, idx], diagonal=1).nonzero().unbind(1)
+                pairs.append((s * n + idx[i], s * n + idx[j]))
+                continue
+            local = _sq_distances(x[s, idx].unsqueeze(0), depth + 1)[0]
+            d2 = d2.index_put((torch.full_like(idx, s).unsqueeze(1), idx.unsqueeze(1), idx.unsqueeze(0)), local)
+    if pairs:
+        first, second = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+        exact = _PairSqDist.apply(x.reshape(m * n, dim), first, second, _diff_budget(x.device))
+        s, i, j = first // n, first % n, second % n
         d2 = d2.index_put((s, i, j), exact).index_put((s, j, i), exact)
     return d2.masked_fill(eye, 0.0)
 
