@@ -270,6 +270,40 @@ def test_gradient_matches_finite_differences_on_a_tight_group(precision):
         assert abs(fd - float(g.view(-1)[c])) < 1e-5 * float(g.norm()), f"coordinate {c}"
 
 
+def nested_clusters(seed, dim=24):
+    """3 groups 1e-3 apart, each of 2 subgroups 1e-7 apart, each of 3 vectors 1e-11 apart,
+    plus exact repeats: every level of a Gram matrix's cancellation at once."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 1, 1, dim, generator=g, dtype=torch.float64)
+    x = x + 1e-3 * torch.randn(3, 2, 1, dim, generator=g, dtype=torch.float64)
+    x = x + 1e-7 * torch.randn(3, 2, 3, dim, generator=g, dtype=torch.float64)
+    x = x.reshape(18, dim) + 1e-11 * torch.randn(18, dim, generator=g, dtype=torch.float64)
+    return torch.cat([x, x[:2], 5 + torch.randn(3, dim, generator=g, dtype=torch.float64)]).unsqueeze(0)
+
+
+@pytest.mark.parametrize("depth", [0, 8])  # 8: the explicit-difference fallback at once
+def test_squared_distances_are_exact_entry_by_entry(depth):
+    from ganzip.losses.crd import _sq_distances
+
+    x = nested_clusters(54)
+    truth = ((x[0].unsqueeze(0) - x[0].unsqueeze(1)) ** 2).sum(dim=2)
+    d2 = _sq_distances(x, depth)[0]
+    off = ~torch.eye(len(truth), dtype=torch.bool)
+    assert torch.all((d2 - truth).abs()[off] <= 1e-13 * truth[off])
+    assert torch.count_nonzero(d2[0, 18]) == 0 and torch.count_nonzero(d2[1, 19]) == 0  # the repeats
+
+
+@pytest.mark.parametrize("depth", [0, 8])
+def test_squared_distances_backward_passes_gradcheck(depth):
+    from ganzip.losses.crd import _sq_distances
+
+    g = torch.Generator().manual_seed(55)
+    x = torch.randn(2, 1, 6, generator=g, dtype=torch.float64) + 1e-3 * torch.randn(2, 4, 6, generator=g,
+                                                                                    dtype=torch.float64)
+    x = torch.cat([x, 3 + torch.randn(2, 2, 6, generator=g, dtype=torch.float64)], dim=1).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: _sq_distances(v, depth), (x,))
+
+
 def test_float32_precision_never_computes_in_float64():
     from torch.utils._python_dispatch import TorchDispatchMode
 
