@@ -175,7 +175,8 @@ def gram_formulation(s, t, patch_size=8):
 
     total = 0.0
     for g in ("rows", "columns", "patches"):
-        (ds, cs), (dt, ct) = potentials(slices_direct(s[0], g, patch_size)), potentials(slices_direct(t[0], g, patch_size))
+        ds, cs = potentials(slices_direct(s[0], g, patch_size))
+        dt, ct = potentials(slices_direct(t[0], g, patch_size))
         total = total + F.smooth_l1_loss(ds, dt.detach()) + 2 * F.smooth_l1_loss(cs, ct.detach())
     return total
 
