@@ -12,8 +12,9 @@ formulations, chosen by ``precision`` (``"auto"``: ``"float64"`` on the CPU,
   the reference code materialises. The angle numerator is the law of cosines,
   ``<x_j - x_i, x_k - x_i> = (d_ij^2 + d_ik^2 - d_jk^2) / 2`` (:class:`_AngleHuberSum`),
   which needs no reference point, so a tight group of vectors far from everything else
-  keeps its digits. The distances come from a float64 Gram matrix where that is exact,
-  and from explicit difference vectors for the close pairs where a Gram matrix cancels.
+  keeps its digits. The distances come from a float64 Gram matrix where that is exact;
+  for the close pairs, where it cancels, each group of close vectors gets its own Gram
+  matrix relative to one of its members (explicit differences as the fallback).
 * ``"float32"``: the difference vectors themselves, normalised and multiplied, in chunks
   of anchors with a fused backward (:class:`_DirectAngleHuberSum`). No float64 anywhere;
   the N^3 D work suits a GPU's float32 throughput, not a CPU.
