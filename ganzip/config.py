@@ -50,6 +50,7 @@ class CRDConfig:
     patches: bool = True
     distance: float = 1.0
     angle: float = 2.0
+    precision: str = "auto"  # auto: exact float64 path on the CPU, float32 path elsewhere (docs/crd.md)
 
 
 @dataclass
@@ -186,6 +187,7 @@ SECTIONS: dict[str, type] = {
 META_KEYS = ("name", "description", "extends")
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("crd", "precision"): ("auto", "float64", "float32"),
     ("train", "amp"): ("auto", "bf16", "off"),
     ("train", "channels_last"): ("auto", "on", "off"),
     ("train", "deterministic"): ("auto", "on", "off"),

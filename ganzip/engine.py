@@ -316,6 +316,7 @@ class _Losses(nn.Module):
             self.crd = L.CRDLoss(
                 patch_size=crd_patch_size(cfg, out_side), rows=cfg.crd.rows, columns=cfg.crd.columns,
                 patches=cfg.crd.patches, distance_weight=cfg.crd.distance, angle_weight=cfg.crd.angle,
+                precision=cfg.crd.precision,
             )
         if "rkd" in w:
             self.rkd = L.RKDInstanceLoss(distance_weight=cfg.rkd.distance, angle_weight=cfg.rkd.angle)

@@ -228,3 +228,13 @@ def test_recipes_show_json(cli):
 
 def test_recipes_show_unknown_recipe_is_a_user_error(cli):
     cli("recipes", "show", "nope").assert_user_error("valid recipes", "crd")
+
+
+def test_crd_precision_is_a_recipe_key_that_reaches_the_loss():
+    from ganzip import engine
+
+    cfg = recipes.resolve_recipe("crd", ["crd.precision=float32", "perceptual.weight=0"])
+    plan = engine.plan_losses(cfg, has_targets=False, paired=False)
+    assert engine._Losses(cfg, plan, offline=True, out_side=64).crd.precision == "float32"
+    with pytest.raises(GanzipError, match="precision"):
+        recipes.resolve_recipe("crd", ["crd.precision=float16"])
