@@ -18,6 +18,8 @@ from ganzip import engine, models, recipes
 from ganzip.errors import GanzipError, NonFiniteLossError
 from ganzip.student import build_student
 
+from .train_logs import best_step_from_log
+
 
 SIZE = 64
 FAST = ["train.size=64", "crd.patch_size=16", "perceptual.weight=0", "discriminator.ndf=8", "eval.max_images=4"]
@@ -238,12 +240,17 @@ def test_crd_term_decreases(bundle, tmp_path):
 
 
 def test_train_log_and_checkpoint_are_written(bundle, tmp_path):
-    result = run("crd", bundle, tmp_path, "train.steps=4", checkpoint_every=2, eval_every=2)
+    # A high learning rate: held-out PSNR goes up and down, so the best step is not simply the last one.
+    result = run("crd", bundle, tmp_path, "train.steps=6", "train.lr=5e-3", checkpoint_every=2, eval_every=1)
     rows = (tmp_path / engine.TRAIN_LOG).read_text().splitlines()
-    assert rows[0].startswith("step,epoch,lr,loss") and len(rows) == 5
-    assert {"adversarial", "crd", "d_real", "d_fake_teacher", "holdout_psnr"} <= set(rows[0].split(","))
+    assert rows[0].startswith("step,epoch,lr,loss") and len(rows) == 7
+    assert {"adversarial", "crd", "d_real", "d_fake_teacher", "holdout_psnr", "select_metric"} <= set(rows[0].split(","))
     _, state = engine.load_checkpoint(tmp_path / engine.CHECKPOINT_DIR)
-    assert state["step"] == 4 and result.best_step in (2, 4)
+    assert state["step"] == 6
+    assert result.best_step == best_step_from_log(tmp_path / engine.TRAIN_LOG)
+    # the student handed back is the one of that step: its held-out PSNR is the logged best
+    metrics, _ = engine.HoldoutEval(bundle.holdout, teacher_net(), torch.device("cpu"), 4)(result.student)
+    assert metrics["holdout_psnr"] == pytest.approx(result.best_metrics["holdout_psnr"], abs=1e-4)
 
 
 def test_interrupted_and_resumed_run_ends_with_the_same_student(bundle, tmp_path):
