@@ -294,12 +294,25 @@ def test_nan_loss_stops_naming_the_term_and_keeps_the_last_checkpoint(bundle, tm
     assert state["step"] == 2
 
 
-def test_fidelity_to_the_teacher_beats_the_scratch_recipe(bundle, tmp_path):
-    # Same budget (40 steps), compared after the last step: best-of selection would let `scratch`
-    # pick its least-trained state, which is closest to the (random-weight) teacher by accident.
+def test_the_crd_term_makes_the_students_relations_match_the_teachers(bundle, tmp_path):
+    """Same recipe, same budget, the CRD term on and off (crd.weight=0: the adversarial term alone).
+
+    Measured after the last step on the held-out images with the direct CRD
+    formulation (tests/reference_crd.py, not the engine's loss). Seen: 0.03
+    with the term, 0.52 without. PSNR is no test of this: CRD's relations are
+    blind to colour shifts, and here the adversarial-only student is as close
+    in PSNR (14.1 against 13.8 dB).
+    """
+    from .reference_crd import crd_direct
+
     teacher = teacher_net(ngf=16)
     sets = ["train.steps=40", "train.lr=1e-3"]
-    crd = run("crd", bundle, tmp_path / "crd", *sets, teacher=teacher, eval_every=10)
-    scratch = run("scratch", bundle, tmp_path / "scratch", *sets, teacher=teacher, eval_every=10)
-    assert crd.last_metrics["holdout_psnr"] > scratch.last_metrics["holdout_psnr"] + 1.0
-    assert crd.last_metrics["holdout_l1"] < scratch.last_metrics["holdout_l1"]
+    x = torch.stack([bundle.holdout[i]["A"] for i in range(len(bundle.holdout))])
+    held_out = {}
+    for name, extra in (("crd", []), ("off", ["crd.weight=0"])):
+        result = run("crd", bundle, tmp_path / name, *sets, *extra, teacher=teacher, eval_every=10)
+        assert ("crd" in result.plan.weights) == (name == "crd")
+        result.student.load_state_dict(result.last_state)
+        with torch.no_grad():
+            held_out[name] = float(crd_direct(result.student.eval()(x), teacher(x), patch_size=16))
+    assert held_out["crd"] < 0.25 * held_out["off"], held_out
