@@ -17,6 +17,11 @@ A manifest is data (read with tomllib, never executed)::
     widths = [0.25, 0.5]              # expands to h2z-resnet@w0.25 and h2z-resnet@w0.5
 
     [[job]]
+    name = "h2z-seeds"
+    model = "weights/h2z_G.pth"
+    seeds = [0, 1, 2]                 # h2z-seeds@s0, @s1, @s2; the leaderboard adds mean ± std
+
+    [[job]]
     name = "edges-unet"
     model = "weights/edges2shoes_G.pth"
     arch = "unet_256"
@@ -85,6 +90,7 @@ _JOB_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "size": ((int,), "a positive integer"),
     "batch_size": ((int,), "a positive integer"),
     "seed": ((int,), "a non-negative integer"),
+    "seeds": ((list,), "a list of distinct non-negative integers"),
     "device": ((str,), "auto, cpu or cuda[:N]"),
     "init": ((str,), "scratch or inherit"),
     "round_to": ((int,), "a positive integer"),
@@ -221,6 +227,7 @@ class Job:
     eval_every: int | None = None
     line: int | None = None  # manifest line of the job's [[job]] header
     image_size: int = 256  # train.size after the recipe and overrides
+    group: str | None = None  # with `seeds`: the job's name without @sN (its seeds are aggregated under it)
 
     def spec(self) -> dict:
         """What defines the job's result, as JSON-able data (stored in done.json).
@@ -468,6 +475,9 @@ def _expand(reader: _Reader, base: Path, defaults: Mapping, entry: Mapping, inde
     if "width" in entry or "widths" in entry:
         merged.pop("width", None)
         merged.pop("widths", None)
+    if "seed" in entry or "seeds" in entry:  # a job's seed(s) replace the defaults'
+        merged.pop("seed", None)
+        merged.pop("seeds", None)
     for key, value in entry.items():
         if key in ("set", "arch_opts") and key in merged:
             continue  # merged below
@@ -596,16 +606,33 @@ def _expand(reader: _Reader, base: Path, defaults: Mapping, entry: Mapping, inde
     if len(set(widths)) != len(widths):
         raise reader.error(origin(key), f"{what}: widths has repeated values {widths}")
 
+    # --- seeds
+    if "seed" in merged and "seeds" in merged:
+        raise reader.error(origin("seeds"), f"{what}: give seed or seeds, not both")
+    seeds: list[int | None] = [merged.get("seed")]
+    if "seeds" in merged:
+        seeds = merged["seeds"]
+        if not seeds:
+            raise reader.error(origin("seeds"), f"{what}: seeds is empty: list at least one seed, e.g. seeds = [0, 1, 2]")
+        for sd in seeds:
+            if isinstance(sd, bool) or not isinstance(sd, int) or sd < 0:
+                raise reader.error(origin("seeds"), f"{what}: each seed must be a non-negative integer, got {sd!r}")
+        if len(set(seeds)) != len(seeds):
+            raise reader.error(origin("seeds"), f"{what}: seeds has repeated values {seeds}")
+
     jobs = []
     for w in widths:
-        name = entry["name"] if len(widths) == 1 else f"{entry['name']}@{width_label(w)}"
-        jobs.append(Job(
-            name=name, model=model, data=data, width=float(w), arch=arch, arch_opts=arch_opts, target=target,
-            recipe=recipe, overrides=overrides, steps=merged.get("steps"), epochs=merged.get("epochs"),
-            size=size, batch_size=merged.get("batch_size"), seed=merged.get("seed"), device=device, init=init,
-            round_to=merged.get("round_to", 1), checkpoint_every=merged.get("checkpoint_every"),
-            eval_every=merged.get("eval_every"), line=reader.loc.line(*where), image_size=cfg.train.size,
-        ))
+        base = entry["name"] if len(widths) == 1 else f"{entry['name']}@{width_label(w)}"
+        for sd in seeds:
+            name = f"{base}@s{sd}" if "seeds" in merged else base
+            jobs.append(Job(
+                name=name, model=model, data=data, width=float(w), arch=arch, arch_opts=arch_opts, target=target,
+                recipe=recipe, overrides=overrides, steps=merged.get("steps"), epochs=merged.get("epochs"),
+                size=size, batch_size=merged.get("batch_size"), seed=sd, device=device, init=init,
+                round_to=merged.get("round_to", 1), checkpoint_every=merged.get("checkpoint_every"),
+                eval_every=merged.get("eval_every"), line=reader.loc.line(*where), image_size=cfg.train.size,
+                group=base if "seeds" in merged else None,
+            ))
     return jobs
 
 
@@ -977,6 +1004,8 @@ def leaderboard_rows(outcomes: Sequence[JobOutcome], latency: bool = True, repea
             "job": job.name, "status": oc.status, "arch": job.arch or "", "width": job.width, "recipe": Path(job.recipe).stem
             if job.recipe.endswith(".toml") else job.recipe, "size": job.image_size,
         }
+        if job.group is not None:
+            row.update({"seed": job.seed, "group": job.group})
         if oc.status in ("finished", "skipped"):
             try:
                 key = (str(job.model), job.arch, json.dumps(job.arch_opts, sort_keys=True), job.image_size)
@@ -1026,15 +1055,17 @@ def _cost(model, size, latency, repeats, device, count_macs, count_params, measu
     return out
 
 
-_FIXED = ["job", "status", "arch", "width", "recipe", "size", "teacher_macs", "student_macs", "macs_ratio",
+_FIXED = ["job", "status", "arch", "width", "recipe", "size", "seed", "teacher_macs", "student_macs", "macs_ratio",
           "teacher_params", "student_params", "params_ratio", "teacher_latency_ms", "student_latency_ms", "speedup"]
 _PREFERRED = ["fid", "delta_fid", "kid_mean", "lpips_to_teacher", "psnr_to_teacher", "ssim_to_teacher",
               "lpips_to_target", "psnr_to_target", "ssim_to_target", "teacher_fid", "holdout_psnr"]
 _TAIL = ["seconds", "student", "error"]
+_HIDDEN = {"group"}  # in leaderboard.json's rows, not a column
+_NOT_AGGREGATED = {"job", "status", "arch", "width", "recipe", "size", "seed", "student", "error"}
 
 
 def leaderboard_columns(rows: Sequence[Mapping]) -> list[str]:
-    present = {k for r in rows for k in r}
+    present = {k for r in rows for k in r} - _HIDDEN
     metrics = [k for k in _PREFERRED if k in present]
     metrics += sorted(present - set(_FIXED) - set(_PREFERRED) - set(_TAIL))
     return [c for c in _FIXED if c in present or c in ("job", "status")] + metrics + [c for c in _TAIL if c in present]
@@ -1056,16 +1087,68 @@ def _fmt(key: str, value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def mean_std(values: Sequence[float]) -> dict:
+    """Mean and sample standard deviation (n - 1; None for one value) of per-seed values."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return {"mean": mean, "std": std, "n": n}
+
+
+def seed_groups(rows: Sequence[Mapping], columns: Sequence[str]) -> list[dict]:
+    """Jobs expanded from `seeds`: every numeric column's mean ± std over the group's finished seeds."""
+    groups: dict[str, list[Mapping]] = {}
+    for r in rows:
+        if r.get("group") is not None:
+            groups.setdefault(r["group"], []).append(r)
+    out = []
+    for name, members in groups.items():
+        done = [r for r in members if r["status"] in ("finished", "skipped")]
+        metrics = {}
+        for key in columns:
+            if key in _NOT_AGGREGATED:
+                continue
+            values = [float(r[key]) for r in done if isinstance(r.get(key), (int, float))
+                      and not isinstance(r.get(key), bool) and math.isfinite(r[key])]
+            if values:
+                metrics[key] = mean_std(values)
+        out.append({"job": name, "seeds": [r["seed"] for r in done], "count": len(done),
+                    "not_finished": [r["seed"] for r in members if r not in done], "metrics": metrics})
+    return out
+
+
+def _pm(key: str, entry: Mapping | None) -> str:
+    if not entry:
+        return "-"
+    text = _fmt(key, entry["mean"])
+    return text if entry["std"] is None else f"{text} ± {_fmt(key, entry['std'])}"
+
+
 def write_leaderboard(out: Path, manifest: Path, rows: Sequence[Mapping], latency_info: Mapping) -> dict[str, Path]:
-    """Write leaderboard.json, .csv and .md into `out`; returns their paths."""
+    """Write leaderboard.json, .csv and .md into `out` (and leaderboard_seeds.csv for `seeds`); returns their paths."""
     columns = leaderboard_columns(rows)
     paths = {"json": out / "leaderboard.json", "csv": out / "leaderboard.csv", "md": out / "leaderboard.md"}
     rundir.check_replaceable(out, LEADERBOARD_FILES, overwrite=True, what="batch")
     counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("finished", "skipped", "failed", "pending")}
+    groups = seed_groups(rows, columns)
     gio.atomic_write_json(paths["json"], {
         "manifest": str(manifest), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "counts": counts,
         "latency": dict(latency_info), "columns": columns, "jobs": list(rows),
+        **({"over_seeds": groups} if groups else {}),
     })
+    agg_cols = [c for c in columns if c not in _NOT_AGGREGATED and any(c in g["metrics"] for g in groups)]
+    if groups:
+        paths["seeds_csv"] = out / "leaderboard_seeds.csv"
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["job", "seeds"] + [f"{c}_{k}" for c in agg_cols for k in ("mean", "std")])
+        for g in groups:
+            cells: list[Any] = [g["job"], g["count"]]
+            for c in agg_cols:
+                e = g["metrics"].get(c)
+                cells += ["" if e is None else e["mean"], "" if e is None or e["std"] is None else e["std"]]
+            writer.writerow(cells)
+        gio.atomic_write_text(paths["seeds_csv"], buf.getvalue())
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -1084,6 +1167,16 @@ def write_leaderboard(out: Path, manifest: Path, rows: Sequence[Mapping], latenc
     lines.append("|" + "|".join("---" if c in ("job", "status", "arch", "recipe") else "---:" for c in md_cols) + "|")
     for r in rows:
         lines.append("| " + " | ".join(_fmt(c, r.get(c)) for c in md_cols) + " |")
+    if groups:
+        md_agg = [c for c in agg_cols if c not in ("student", "error")]
+        lines += ["", "## Mean ± std over seeds", "",
+                  "Each job run with `seeds`: the mean and the sample standard deviation (n − 1) over its "
+                  "finished seeds.", "",
+                  "| job | seeds | " + " | ".join(md_agg) + " |",
+                  "|---|---:|" + "|".join("---:" for _ in md_agg) + "|"]
+        for g in groups:
+            n = f"{g['count']}" + (f" ({len(g['not_finished'])} not finished)" if g["not_finished"] else "")
+            lines.append(f"| {g['job']} | {n} | " + " | ".join(_pm(c, g["metrics"].get(c)) for c in md_agg) + " |")
     failed = [r for r in rows if r.get("error")]
     if failed:
         lines += ["", "## Errors", ""]

@@ -132,11 +132,23 @@ class DiscriminatorConfig:
 
 @dataclass
 class EvalConfig:
-    """Periodic fidelity-to-teacher check on a held-out split of the training data."""
+    """Periodic fidelity-to-teacher check on a held-out split of the training data.
+
+    ``select`` is the metric that picks the kept student (``docs/evaluation.md``):
+    ``kid`` or ``fid`` (Inception features of the student's outputs against
+    the teacher's, on the held-out inputs), ``lpips`` (AlexNet) or ``psnr``
+    to the teacher; ``auto`` takes the most faithful one whose weights are
+    present (kid, then lpips, then psnr) and the report says when it fell
+    back. ``inception_weights`` / ``alexnet_weights`` are explicit files
+    (empty: looked up by ``ganzip.assets``).
+    """
 
     holdout: float = 0.05  # fraction of the training images held out
     max_images: int = 32
     samples: int = 4  # rows in samples.png
+    select: str = "auto"  # auto | kid | fid | lpips | psnr
+    inception_weights: str = ""
+    alexnet_weights: str = ""
 
 
 @dataclass
@@ -196,6 +208,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("adversarial", "mode"): ("lsgan", "hinge", "vanilla"),
     ("discriminator", "norm"): ("instance", "batch", "none"),
     ("discriminator", "fallback"): ("disable", "error"),
+    ("eval", "select"): ("auto", "kid", "fid", "lpips", "psnr"),
 }
 _LIST_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("discriminator", "fakes"): ("teacher", "student"),

@@ -24,6 +24,7 @@ output takes its place as the absolute anchor that CRD's relations lack
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 TEACHER_FILE = "demo_teacher.safetensors"
 PROVENANCE_FILE = "demo_teacher.json"
 MAIN_RECIPE = "crd"
-COMPARE_RECIPES = ("scratch", "kd-pixel")
+COMPARE_RECIPES = ("scratch", "kd-pixel", "rkd-instance")
 MARKER = "demo.json"
 # Without VGG-16, the weight of the L1-to-teacher term that stands in for the perceptual loss
 # in the crd student: lambda_CRD's own weight (docs/demo.md has the measurements).
@@ -83,6 +84,8 @@ class DemoRun:
     best_step: int | None
     note: str = ""
     warnings: list[str] = field(default_factory=list)
+    seed: int = 0
+    selection: str = ""
 
 
 @dataclass
@@ -182,11 +185,13 @@ def demo_specs(compare: bool, perceptual: bool) -> list[DemoSpec]:
 
 
 def demo_command(out, compare: bool, steps: int, batch_size: int, eval_images: int, device: str,
-                 threads: int | None = None) -> str:
+                 threads: int | None = None, seeds: int = 1) -> str:
     """The `ganzip demo` command line of a run (defaults left out)."""
     parts = ["ganzip", "demo", "--out", str(out)]
     if compare:
         parts.append("--compare")
+    if seeds != 1:
+        parts += ["--seeds", str(seeds)]
     for flag, value, default in (("--steps", steps, DEFAULT_STEPS), ("--batch-size", batch_size, DEFAULT_BATCH),
                                  ("--eval-images", eval_images, EVAL_IMAGES)):
         if value != default:
@@ -198,10 +203,10 @@ def demo_command(out, compare: bool, steps: int, batch_size: int, eval_images: i
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def compress_command(teacher, recipe, data, size, steps, batch_size, sets, out, device) -> str:
+def compress_command(teacher, recipe, data, size, steps, batch_size, sets, out, device, seed: int = 0) -> str:
     """The `ganzip compress` command line equivalent to one of the demo's runs."""
     parts = ["ganzip", "compress", str(teacher), "--recipe", recipe, "--data", str(data), "--width", "0.25",
-             "--size", str(size), "--steps", str(steps), "--batch-size", str(batch_size), "--seed", "0"]
+             "--size", str(size), "--steps", str(steps), "--batch-size", str(batch_size), "--seed", str(seed)]
     for item in sets:
         parts += ["--set", item]
     parts += ["--out", str(out), "--offline"]
@@ -234,6 +239,7 @@ def run_demo(
     quiet: bool = False,
     offline: bool = True,
     latency: bool = True,
+    seeds: int = 1,
 ) -> DemoResult:
     """Compress the shipped teacher at width 0.25 and write the comparison report.
 
@@ -250,6 +256,8 @@ def run_demo(
         threads: torch CPU threads while the demo runs (restored afterwards); None keeps the current setting.
         offline: never download pretrained files (the demo uses local files only).
         latency: time the models (off in tests).
+        seeds: train every student with seeds 0..N-1 (folders ``LABEL@sN``); the report gives mean ± std
+            over the seeds and a paired comparison of crd with each other student (:func:`paired_differences`).
     """
     steps = DEFAULT_STEPS if steps is None else int(steps)
     batch_size = DEFAULT_BATCH if batch_size is None else int(batch_size)
@@ -258,20 +266,20 @@ def run_demo(
                           f"(got {steps}, {batch_size} and {eval_images})")
     if threads is not None and threads < 1:
         raise GanzipError(f"threads must be at least 1, got {threads}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise GanzipError(f"--seeds must be a whole number of at least 1, got {seeds!r}")
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         return _run_demo(Path(out), compare, steps, batch_size, device, specs, list(overrides), eval_images,
-                         n_train, quiet, offline, latency, threads)
+                         n_train, quiet, offline, latency, threads, seeds)
     finally:
         torch.set_num_threads(previous)
 
 
 def _run_demo(out: Path, compare, steps, batch_size, device, specs, overrides, eval_images, n_train, quiet,
-              offline, latency, threads) -> DemoResult:
-    from . import engine
-    from .evaluation import evaluate
+              offline, latency, threads, seeds=1) -> DemoResult:
     from .report import environment_info, now_iso, write_reports
 
     started, cpu0 = time.perf_counter(), time.process_time()
@@ -307,66 +315,84 @@ def _run_demo(out: Path, compare, steps, batch_size, device, specs, overrides, e
 
     runs: list[DemoRun] = []
     evals: dict[str, Any] = {}
-    for sp in specs:
-        sets = common + list(sp.overrides)
-        run_out = out / sp.label
-        t0 = time.perf_counter()
-        res = engine.compress(
-            str(teacher_path), data=train_data, width=0.25, recipe=sp.recipe, size=size, steps=steps,
-            batch_size=batch_size, seed=0, overrides=sets, out=run_out, device=device,
-            checkpoint_every=max(50, steps // 4), eval_every=max(1, steps // 4), log_every=max(1, steps // 100),
-            overwrite=True, quiet=quiet, offline=offline, evaluate=False,
-        )
-        train_seconds = time.perf_counter() - t0
-        cfg, tr = res.config, res.train
-        ev = evaluate(
-            res.student_path, teacher=str(teacher_path), data=source, size=size, device=device, out=run_out,
-            offline=offline, progress=not quiet, max_images=eval_images, allow_missing=True, latency=latency,
-            grid_images=GRID_IMAGES,
-            command=compress_command(teacher_path, sp.recipe, source, size, steps, batch_size, sets, run_out, device),
-            extra={
-                "kind": "compress",
-                "seed": cfg.train.seed,
-                "recipe": cfg.to_dict(),
-                "losses_active": tr.plan.describe(),
-                "training": {"recipe": sp.recipe, "demo_student": sp.label, "overrides": sets, "steps": tr.steps,
-                             "batch_size": cfg.train.batch_size, "best_step": tr.best_step,
-                             "best_holdout": tr.best_metrics, "last_holdout": tr.last_metrics,
-                             "seconds": round(train_seconds, 1),
-                             "student_selection": ("best held-out PSNR to the teacher" if tr.best_step
-                                                   else "last step")},
-                "warnings": list(res.warnings),
-                "paths": {"train_log": str(run_out / engine.TRAIN_LOG)},
-            },
-        )
-        evals[sp.label] = ev
-        runs.append(DemoRun(label=sp.label, recipe=sp.recipe, overrides=sets, out=run_out,
-                            student_path=res.student_path, metrics=ev.metrics, cost=ev.cost,
-                            loss_terms=tr.plan.describe(), seconds=round(train_seconds, 1), steps=tr.steps,
-                            best_step=tr.best_step, note=sp.note, warnings=list(res.warnings)))
+    # Seed-major: when a long run is stopped, every student has the same seeds done (each folder has its report).
+    for seed in range(seeds):
+        for sp in specs:
+            run = _train_and_measure(sp, seed, seeds, out, common, teacher_path, train_data, source, size, steps,
+                                     batch_size, device, quiet, offline, eval_images, latency, evals)
+            runs.append(run)
+    first_seed = [r for r in runs if r.seed == 0]
 
     # ---- the metrics that need pretrained files, as the evaluation recorded them
-    first = evals[labels[0]]
+    first = evals[(labels[0], 0)]
     for rec in first.assets:
         if rec.get("unavailable"):
             what = {"inception_fid": "FID and KID", "alexnet": "LPIPS"}.get(rec["name"], rec["name"])
             unavailable.append({"asset": rec["name"], "needed_for": what, "why": rec["unavailable"],
                                 "instead": "PSNR and SSIM (to the teacher and to the ground truth)"})
 
-    report = _compose_report(prov, runs, evals, unavailable, common, steps, batch_size, compare, device)
-    report["command"] = demo_command(out, compare, steps, batch_size, eval_images, device, threads)
+    report = _compose_report(prov, first_seed, {r.label: evals[(r.label, 0)] for r in first_seed}, unavailable,
+                             common, steps, batch_size, compare, device)
+    if seeds > 1:
+        _add_seed_tables(report, runs, labels, seeds)
+    report["command"] = demo_command(out, compare, steps, batch_size, eval_images, device, threads, seeds)
     report["created"] = now_iso()
     report["versions"] = environment_info(device)
-    images = _write_samples(out, labels)
+    images = _write_samples(out, labels, {r.label: r.out for r in first_seed})
     report["samples"] = "samples.png"
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu0
     report["timing"] = {"wall_seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
                         "threads": torch.get_num_threads(),
-                        "per_student_training_seconds": {r.label: r.seconds for r in runs}}
+                        "per_student_training_seconds": {r.out.name: r.seconds for r in runs}}
     paths = write_reports(out, report, images=images, curves={})
     gio.atomic_write_json(out / MARKER, {"kind": "ganzip-demo", "status": "finished", "students": labels})
     return DemoResult(out=out, report=report, report_paths=paths, runs=runs, seconds=seconds,
                       cpu_seconds=cpu_seconds)
+
+
+def _train_and_measure(sp: DemoSpec, seed: int, seeds: int, out: Path, common, teacher_path, train_data, source,
+                       size, steps, batch_size, device, quiet, offline, eval_images, latency, evals) -> DemoRun:
+    """Train one demo student with one seed, evaluate it on the test images, and record it."""
+    from . import engine
+    from .evaluation import evaluate
+
+    sets = common + list(sp.overrides)
+    run_out = out / (sp.label if seeds == 1 else f"{sp.label}@s{seed}")
+    t0 = time.perf_counter()
+    res = engine.compress(
+        str(teacher_path), data=train_data, width=0.25, recipe=sp.recipe, size=size, steps=steps,
+        batch_size=batch_size, seed=seed, overrides=sets, out=run_out, device=device,
+        checkpoint_every=max(50, steps // 4), eval_every=max(1, steps // 4), log_every=max(1, steps // 100),
+        overwrite=True, quiet=quiet, offline=offline, evaluate=False,
+    )
+    train_seconds = time.perf_counter() - t0
+    cfg, tr = res.config, res.train
+    selection = engine.selection_text(tr)
+    ev = evaluate(
+        res.student_path, teacher=str(teacher_path), data=source, size=size, device=device, out=run_out,
+        offline=offline, progress=not quiet, max_images=eval_images, allow_missing=True, latency=latency,
+        grid_images=GRID_IMAGES,
+        command=compress_command(teacher_path, sp.recipe, source, size, steps, batch_size, sets, run_out, device,
+                                 seed),
+        extra={
+            "kind": "compress",
+            "seed": cfg.train.seed,
+            "recipe": cfg.to_dict(),
+            "losses_active": tr.plan.describe(),
+            "training": {"recipe": sp.recipe, "demo_student": sp.label, "overrides": sets, "steps": tr.steps,
+                         "batch_size": cfg.train.batch_size, "best_step": tr.best_step,
+                         "best_holdout": tr.best_metrics, "last_holdout": tr.last_metrics,
+                         "seconds": round(train_seconds, 1), "student_selection": selection,
+                         "selection": tr.selection},
+            "warnings": list(res.warnings),
+            "paths": {"train_log": str(run_out / engine.TRAIN_LOG)},
+        },
+    )
+    evals[(sp.label, seed)] = ev
+    return DemoRun(label=sp.label, recipe=sp.recipe, overrides=sets, out=run_out, student_path=res.student_path,
+                   metrics=ev.metrics, cost=ev.cost, loss_terms=tr.plan.describe(), seconds=round(train_seconds, 1),
+                   steps=tr.steps, best_step=tr.best_step, note=sp.note, warnings=list(res.warnings), seed=seed,
+                   selection=selection)
 
 
 def _small_bundle(source: str, size: int, n: int, recipe: str, sets, batch_size):
@@ -414,8 +440,7 @@ def _compose_report(prov, runs, evals, unavailable, common, steps, batch_size, c
                      _mean(s, "lpips_to_teacher"), _mean(s, "psnr_to_target"), _mean(s, "fid"),
                      c.get("macs"), c.get("params"), c.get("latency_ms"), r.seconds, _loss_text(r.loss_terms)])
     note = (f"{first.metrics.get('count')} held-out test images of {prov['data']} at {prov['size']}x{prov['size']}; "
-            f"every student: width 0.25, {steps} steps of batch {batch_size}, seed 0, the student with the best "
-            "held-out PSNR to the teacher kept. "
+            f"every student: width 0.25, {steps} steps of batch {batch_size}, seed 0; kept: {main.selection or 'last step'}. "
             + ("" if has_lpips else "LPIPS: unavailable (no AlexNet weights). ")
             + ("" if has_fid else "FID: unavailable (no Inception weights). ")
             + "A dash means the value does not apply or could not be measured.")
@@ -440,7 +465,7 @@ def _compose_report(prov, runs, evals, unavailable, common, steps, batch_size, c
                     "header": header, "rows": table_rows, "note": note}],
         "students": {r.label: {"recipe": r.recipe, "overrides": r.overrides, "note": r.note,
                                "loss_terms": r.loss_terms, "steps": r.steps, "best_step": r.best_step,
-                               "report": f"{r.label}/report.md"} for r in runs},
+                               "selection": r.selection, "report": f"{r.out.name}/report.md"} for r in runs},
         "settings": {"steps": steps, "batch_size": batch_size, "width": 0.25, "overrides": list(common),
                      "device": str(device), "compare": compare},
         "unavailable": unavailable,
@@ -453,6 +478,110 @@ def _compose_report(prov, runs, evals, unavailable, common, steps, batch_size, c
                                  "rows": [[u["asset"], u["needed_for"], u["why"], u["instead"]] for u in unavailable],
                                  "note": "Import a file with `ganzip assets import FILE` and run the demo again."})
     return report
+
+
+# (table header, metric key in the evaluation's student metrics, higher is better)
+SEED_METRICS = (
+    ("PSNR to teacher (dB)", "psnr_to_teacher", True), ("SSIM to teacher", "ssim_to_teacher", True),
+    ("LPIPS to teacher", "lpips_to_teacher", False), ("PSNR to ground truth (dB)", "psnr_to_target", True),
+    ("SSIM to ground truth", "ssim_to_target", True), ("LPIPS to ground truth", "lpips_to_target", False),
+    ("FID", "fid", False), ("KID", "kid_mean", False),
+)
+
+
+def _sample_stats(values: Sequence[float]) -> dict:
+    n = len(values)
+    mean = sum(values) / n
+    std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else None
+    return {"mean": mean, "std": std, "n": n, "values": list(values)}
+
+
+def paired_differences(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Paired comparison over seeds of two students measured on the same test images.
+
+    ``a[i]`` and ``b[i]`` are seed ``i``'s means over the same images. Returns
+    the differences ``a - b`` (mean, sample std), the paired t statistic and
+    its two-sided p-value (n - 1 degrees of freedom; scipy), and the
+    seed-to-seed spread of each student (sample std).
+    """
+    if len(a) != len(b) or len(a) < 2:
+        raise GanzipError("a paired comparison needs the same seeds, at least 2, for both students")
+    from scipy import stats
+
+    d = [x - y for x, y in zip(a, b)]
+    diff = _sample_stats(d)
+    if diff["std"] == 0:
+        t, p = (math.inf if diff["mean"] else 0.0), (0.0 if diff["mean"] else 1.0)
+    else:
+        t = diff["mean"] / (diff["std"] / math.sqrt(len(d)))
+        p = float(2 * stats.t.sf(abs(t), len(d) - 1))
+    return {"diff": diff, "t": t, "p": p, "spread_a": _sample_stats(list(a))["std"],
+            "spread_b": _sample_stats(list(b))["std"]}
+
+
+def _add_seed_tables(report: dict, runs: Sequence[DemoRun], labels: Sequence[str], seeds: int) -> None:
+    """Mean ± std over the seeds per student, and crd paired against each other student."""
+    per: dict[str, dict[str, dict[int, float]]] = {}
+    for r in runs:
+        s = r.metrics.get("student", {})
+        for _, key, _ in SEED_METRICS:
+            v = _mean(s, key)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                per.setdefault(r.label, {}).setdefault(key, {})[r.seed] = float(v)
+    done = {label: sorted({r.seed for r in runs if r.label == label}) for label in labels}
+    over = {label: {key: _sample_stats([vals[s] for s in sorted(vals)]) for key, vals in per.get(label, {}).items()}
+            for label in labels}
+    shown = [(h, k, hi) for h, k, hi in SEED_METRICS if any(k in over[label] for label in labels)]
+    rows = []
+    for label in labels:
+        cells = [label, str(len(done[label]))]
+        for _, key, _ in shown:
+            e = over[label].get(key)
+            cells.append("—" if e is None else _pm(key, e))
+        rows.append(cells)
+    report["tables"][0]["title"] += " (seed 0)"
+    report["over_seeds"] = {"seeds": list(range(seeds)), "students": over}
+    report["tables"].append({
+        "title": f"Mean ± std over {seeds} seeds", "header": ["student", "seeds"] + [h for h, _, _ in shown],
+        "rows": rows,
+        "note": ("Seeds 0..N-1 change the student's initialisation, the discriminator's, the data order, the "
+                 "augmentation and the training/held-out split; the test images are the same for every seed. "
+                 "± is the sample standard deviation over the seeds (n − 1)."),
+    })
+    main = labels[0]
+    paired, prow = [], []
+    for other in labels[1:]:
+        for header, key, higher in shown:
+            common = sorted(set(per.get(main, {}).get(key, {})) & set(per.get(other, {}).get(key, {})))
+            if len(common) < 2:
+                continue
+            res = paired_differences([per[main][key][s] for s in common], [per[other][key][s] for s in common])
+            spread = max(v for v in (res["spread_a"], res["spread_b"]) if v is not None)
+            exceeds = abs(res["diff"]["mean"]) > spread
+            better = (res["diff"]["mean"] > 0) == higher
+            verdict = (f"yes: {main if better else other} is better" if exceeds else "no")
+            paired.append({"a": main, "b": other, "metric": key, "seeds": common, **res,
+                           "exceeds_spread": exceeds, "better": (main if better else other) if exceeds else None})
+            prow.append([f"{main} − {other}", header, _pm(key, res["diff"]),
+                         f"{res['t']:.2f}" if math.isfinite(res["t"]) else "inf", f"{res['p']:.3f}",
+                         f"{spread:.4g}", verdict])
+    report["paired"] = paired
+    if prow:
+        report["tables"].append({
+            "title": f"{main} against each student, paired over seeds",
+            "header": ["difference", "metric", "mean ± std over seeds", "paired t", "p (two-sided)",
+                       "seed-to-seed spread", "exceeds the spread"],
+            "rows": prow,
+            "note": ("Each seed's value is the mean over the same test images, so the two students are paired by "
+                     "seed. 'Exceeds the spread': the mean difference is larger than the seed-to-seed standard "
+                     "deviation of both students. With few seeds the t test has little power: read p with care."),
+        })
+
+
+def _pm(key: str, e: dict) -> str:
+    digits = 4 if key.startswith(("ssim", "lpips", "kid")) else 2
+    text = f"{e['mean']:.{digits}f}"
+    return text if e.get("std") is None else f"{text} ± {e['std']:.{digits}f}"
 
 
 def _fmt_cell(header: str, v) -> str:
@@ -469,21 +598,22 @@ def _fmt_cell(header: str, v) -> str:
     return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
-def _write_samples(out: Path, labels: Sequence[str]) -> list[dict]:
+def _write_samples(out: Path, labels: Sequence[str], folders: dict[str, Path] | None = None) -> list[dict]:
     """OUT/samples.png (input | ground truth | teacher | each student) and the grid rows for the report."""
     import io as _io
 
     import numpy as np
     from PIL import Image
 
-    base = out / labels[0] / "images"
+    folders = folders or {label: out / label for label in labels}
+    base = folders[labels[0]] / "images"
     rows: list[dict] = []
     tiles: list[list[np.ndarray]] = []
     i = 0
     while (base / f"{i:02d}_input.png").exists():
         cells = [("input", base / f"{i:02d}_input.png"), ("target", base / f"{i:02d}_target.png"),
                  ("teacher", base / f"{i:02d}_teacher.png")]
-        cells += [(label, out / label / "images" / f"{i:02d}_student.png") for label in labels]
+        cells += [(label, folders[label] / "images" / f"{i:02d}_student.png") for label in labels]
         row: dict[str, str] = {}
         arrays = []
         for col, path in cells:

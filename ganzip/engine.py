@@ -146,6 +146,7 @@ class TrainResult:
     seconds: float = 0.0
     step_seconds: list[float] = field(default_factory=list, repr=False)  # per optimisation step, this process
     assets: list[dict] = field(default_factory=list)  # pretrained files the losses used (path, sha256)
+    selection: dict | None = None  # Selection.describe() of the metric that picked the student; None: no hold-out
 
 
 @dataclass
@@ -699,21 +700,131 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return psnr01((a.float() + 1) / 2, (b.float() + 1) / 2)
 
 
-class HoldoutEval:
-    """Fidelity of the student to the teacher on held-out training images (PSNR, L1).
+# The selection metrics: log column, and whether higher is better.
+SELECT_METRICS: dict[str, tuple[str, bool]] = {
+    "kid": ("holdout_kid", False), "fid": ("holdout_fid", False),
+    "lpips": ("holdout_lpips", False), "psnr": ("holdout_psnr", True),
+}
+_SELECT_ASSET = {"kid": "inception_fid", "fid": "inception_fid", "lpips": "alexnet"}
+_SELECT_TEXT = {"kid": "KID", "fid": "FID", "lpips": "LPIPS", "psnr": "PSNR"}
 
-    Teacher outputs are computed once. The student runs in eval mode; no
-    random numbers are drawn, so evaluating never changes the training run.
+
+@dataclass
+class Selection:
+    """Which held-out metric picks the kept student, and why (recorded in the report and train_log.csv)."""
+
+    metric: str  # kid | fid | lpips | psnr
+    requested: str  # eval.select as given (auto or a metric)
+    reason: str
+    fallback: bool = False  # auto could not use its first choice
+    weights: Path | None = None  # the pretrained file the metric runs on
+    asset: dict | None = None  # its record (path, sha256, verified)
+
+    @property
+    def column(self) -> str:
+        return SELECT_METRICS[self.metric][0]
+
+    @property
+    def higher_is_better(self) -> bool:
+        return SELECT_METRICS[self.metric][1]
+
+    def better(self, new: Mapping[str, float], old: Mapping[str, float]) -> bool:
+        """``new`` beats ``old`` on the selection metric (old lacking it, e.g. after a change: new wins)."""
+        if self.column not in old:
+            return True
+        a, b = new[self.column], old[self.column]
+        return a > b if self.higher_is_better else a < b
+
+    def describe(self) -> dict:
+        return {"metric": self.metric, "requested": self.requested, "reason": self.reason,
+                "fallback": self.fallback, "column": self.column,
+                "better": "higher" if self.higher_is_better else "lower"}
+
+
+def resolve_selection(cfg: RecipeConfig, holdout_size: int, offline: bool = True) -> Selection:
+    """Decide ``eval.select``: an asked-for metric whose weights are missing is a one-line error.
+
+    ``auto`` takes KID when the Inception weights are present (and the hold-out
+    has two images), else LPIPS when AlexNet's are, else PSNR.
+    """
+    from . import assets
+
+    ev = cfg.eval
+    explicit = {"inception_fid": ev.inception_weights or None, "alexnet": ev.alexnet_weights or None}
+
+    def find(name: str) -> tuple[Path | None, str]:
+        spec = assets.get_spec(name)
+        try:
+            return assets.resolve(name, explicit[name], offline), ""
+        except AssetMissingError:
+            where = explicit[name] or spec.filename
+            return None, f"{where} not found"
+
+    key = {"inception_fid": "eval.inception_weights", "alexnet": "eval.alexnet_weights"}
+    if ev.select != "auto":
+        metric = ev.select
+        if metric == "psnr":
+            return Selection("psnr", metric, "asked for (eval.select = psnr)")
+        name = _SELECT_ASSET[metric]
+        path, why = find(name)
+        if path is None:
+            spec = assets.get_spec(name)
+            raise AssetMissingError(
+                f"eval.select = {metric} needs {spec.filename} ({why}): install it with `ganzip assets import FILE`, "
+                f"point --set {key[name]}=FILE at it, or choose another eval.select"
+            )
+        if metric in ("kid", "fid") and holdout_size < 2:
+            raise GanzipError(f"eval.select = {metric} compares image sets and needs at least 2 held-out images, "
+                              f"got {holdout_size}: raise eval.holdout or use eval.select=lpips|psnr")
+        return Selection(metric, metric, f"asked for (eval.select = {metric})", weights=path,
+                         asset=assets.asset_record(name, path))
+    notes = []
+    path, why = find("inception_fid")
+    if path is not None and holdout_size >= 2:
+        return Selection("kid", "auto", "default: KID, the most faithful metric whose weights are present "
+                         "(unbiased on a small hold-out, unlike FID)", weights=path,
+                         asset=assets.asset_record("inception_fid", path))
+    notes.append(f"KID: {why}" if path is None else f"KID: only {holdout_size} held-out image")
+    path, why = find("alexnet")
+    if path is not None:
+        return Selection("lpips", "auto", f"default fell back to LPIPS ({'; '.join(notes)})", fallback=True,
+                         weights=path, asset=assets.asset_record("alexnet", path))
+    notes.append(f"LPIPS: {why}")
+    return Selection("psnr", "auto", f"default fell back to PSNR ({'; '.join(notes)}; install with "
+                     "`ganzip assets import FILE`)", fallback=True)
+
+
+class HoldoutEval:
+    """Fidelity of the student to the teacher on held-out training images.
+
+    Always PSNR and L1; plus the selection metric when it is another one:
+    KID or FID between Inception features of the student's and the teacher's
+    outputs (uint8, as saved PNGs hold them), or the mean LPIPS.
+    Teacher outputs (and their features) are computed once. The student runs
+    in eval mode; no random numbers are drawn, so evaluating never changes
+    the training run.
     """
 
     def __init__(self, ds, teacher: nn.Module, device: torch.device, max_images: int, batch_size: int = 8,
-                 channels_last: bool = False):
+                 channels_last: bool = False, selection: Selection | None = None):
         n = min(len(ds), max_images)
         self.inputs = torch.stack([ds[i]["A"] for i in range(n)])
         self.device = device
         self.batch_size = batch_size
         self.channels_last = channels_last
+        self.selection = selection or Selection("psnr", "psnr", "asked for (eval.select = psnr)")
         self.teacher_out = self._run(teacher)
+        self._inception = self._lpips = self._teacher_feats = None
+        metric = self.selection.metric
+        if metric in ("kid", "fid"):
+            from .metrics.fid import load_inception
+
+            self._inception = load_inception(self.selection.weights, dims=2048, device=device, offline=True)
+            self._teacher_feats = self._features(self.teacher_out)
+        elif metric == "lpips":
+            from .metrics.lpips import load_lpips
+
+            self._lpips = load_lpips("alex", self.selection.weights, device=device, offline=True)
 
     @torch.no_grad()
     def _run(self, model: nn.Module) -> torch.Tensor:
@@ -730,12 +841,44 @@ class HoldoutEval:
             model.train(was)
         return torch.cat(outs)
 
+    def _features(self, images: torch.Tensor) -> np.ndarray:
+        from .metrics.fid import to_uint8
+
+        u8 = to_uint8(images)
+        if u8.shape[1] == 1:
+            u8 = u8.expand(-1, 3, -1, -1)
+        if u8.shape[1] != 3:
+            raise GanzipError(f"eval.select = {self.selection.metric} needs RGB or grayscale outputs, the teacher "
+                              f"gives {u8.shape[1]} channels: use --set eval.select=psnr")
+        return np.concatenate([self._inception(u8[i:i + self.batch_size])
+                               for i in range(0, len(u8), self.batch_size)])
+
     def __call__(self, student: nn.Module) -> tuple[dict[str, float], torch.Tensor]:
+        import warnings
+
         out = self._run(student)
         metrics = {
             "holdout_psnr": float(psnr(out, self.teacher_out).mean()),
             "holdout_l1": float((out - self.teacher_out).abs().mean()),
         }
+        metric = self.selection.metric
+        if self._inception is not None:
+            from .metrics import fid as fidm
+            from .metrics.kid import mmd2_unbiased
+
+            feats = self._features(out)
+            if metric == "kid":  # the unbiased MMD^2 on the whole hold-out (one subset: all of it)
+                metrics["holdout_kid"] = mmd2_unbiased(feats.astype(np.float64), self._teacher_feats.astype(np.float64))
+            else:
+                with warnings.catch_warnings():  # the few-images caveat is docs/evaluation.md's, not each step's
+                    warnings.simplefilter("ignore", fidm.MetricWarning)
+                    a = fidm.Statistics.from_features(feats, source="student")
+                    b = fidm.Statistics.from_features(self._teacher_feats, source="teacher")
+                    metrics["holdout_fid"] = fidm.frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
+        elif self._lpips is not None:
+            values = [self._lpips(out[i:i + self.batch_size].clamp(-1, 1), self.teacher_out[i:i + self.batch_size].clamp(-1, 1))
+                      for i in range(0, len(out), self.batch_size)]
+            metrics["holdout_lpips"] = float(torch.cat(values).double().mean())
         return metrics, out
 
 
@@ -906,8 +1049,11 @@ def _train(teacher, student, discriminator, data, cfg, opts, plan, env, device, 
 
     ckpt_dir = out / CHECKPOINT_DIR
     holdout = None
+    selection: Selection | None = None
     if data.holdout is not None and len(data.holdout) > 0:
-        holdout = HoldoutEval(data.holdout, teacher, device, cfg.eval.max_images, channels_last=channels_last)
+        selection = resolve_selection(cfg, min(len(data.holdout), cfg.eval.max_images), opts.offline)
+        holdout = HoldoutEval(data.holdout, teacher, device, cfg.eval.max_images, channels_last=channels_last,
+                              selection=selection)
 
     # ---- fresh start or resume
     start = 0
@@ -1124,7 +1270,7 @@ def _train(teacher, student, discriminator, data, cfg, opts, plan, env, device, 
             if holdout is not None and ((opts.eval_every > 0 and done % opts.eval_every == 0) or done == total):
                 metrics, _ = holdout(student)
                 last_metrics = metrics
-                if best_step is None or metrics["holdout_psnr"] > best_metrics["holdout_psnr"]:
+                if best_step is None or selection.better(metrics, best_metrics):
                     best_step, best_metrics = done, metrics
                     best_state = _clone_state(student)
                 if env.is_main:
@@ -1132,6 +1278,7 @@ def _train(teacher, student, discriminator, data, cfg, opts, plan, env, device, 
                         row = {"step": done, "epoch": step // order.steps_per_epoch}
                         log_rows.append(row)
                     row.update(metrics)
+                    row.update({"select_metric": selection.column, "select_reason": selection.reason})
                     if tb is not None:
                         for k, v in metrics.items():
                             tb.add_scalar(f"holdout/{k}", v, done)
@@ -1152,7 +1299,8 @@ def _train(teacher, student, discriminator, data, cfg, opts, plan, env, device, 
         student=student, last_state=last_state, steps=steps_done, total_steps=total, best_step=best_step,
         best_metrics=best_metrics, last_metrics=last_metrics, resumed_from=resumed_from, plan=plan,
         log=log_rows, seconds=time.perf_counter() - started, step_seconds=step_seconds,
-        assets=list(losses.asset_records),
+        assets=list(losses.asset_records) + ([selection.asset] if selection is not None and selection.asset else []),
+        selection=selection.describe() if selection is not None else None,
     )
 
 
@@ -1505,6 +1653,8 @@ def _compress_locked(model, cfg, env, device, *, data, width, arch, arch_opts, t
     result = train(teacher, student, D, bundle, cfg, opts, plan, env=env,
                    run_info={"mode": mode, "fingerprint": fingerprint})
 
+    if result.selection is not None and result.selection["fallback"]:
+        warnings_.append(f"student selection: {result.selection['reason']}")
     finished = result.steps >= result.total_steps
     paths = {"student": None, "report": None, "log": None, "samples": None}
     metrics: dict = {}
@@ -1521,6 +1671,16 @@ def _compress_locked(model, cfg, env, device, *, data, width, arch, arch_opts, t
     return CompressResult(out=out, student_path=paths["student"], report_path=paths["report"],
                           train_log=paths["log"], samples=paths["samples"], config=cfg, metrics=metrics,
                           train=result, warnings=warnings_, report=report)
+
+
+def selection_text(result: TrainResult) -> str:
+    """One line for reports: which student was kept, by which metric, and why."""
+    sel = result.selection
+    if sel is None or result.best_step is None:
+        return "last step (no held-out evaluation)"
+    better = "highest" if sel["better"] == "higher" else "lowest"
+    return (f"{better} held-out {_SELECT_TEXT[sel['metric']]} to the teacher (step {result.best_step}); "
+            f"{sel['reason']}")
 
 
 def _write_outputs(out, cfg, teacher, result: TrainResult, bundle: DataBundle, plan: LossPlan, warnings_, run_info,
@@ -1552,8 +1712,8 @@ def _write_outputs(out, cfg, teacher, result: TrainResult, bundle: DataBundle, p
     training = {
         "recipe": cfg.name, "recipe_hash": cfg.hash(), "seed": cfg.train.seed,
         "steps": result.steps, "total_steps": result.total_steps, "resumed_from": result.resumed_from,
-        "student_selection": (f"best held-out PSNR to the teacher (step {result.best_step})" if result.best_step
-                              else "last step (no held-out evaluation)"),
+        "student_selection": selection_text(result),
+        "selection": result.selection,
         "best_step": result.best_step, "best_holdout": result.best_metrics, "last_holdout": result.last_metrics,
         "loss_terms": plan.describe(), "data": bundle.description, "teacher": run_info["teacher"],
         "teacher_sha256": fingerprint["teacher_sha256"], "width": run_info["width"], "init": fingerprint["init"],
@@ -1591,7 +1751,9 @@ def _final_evaluation(out, cfg, student_path, teacher, data, target, extra, devi
             student = load_student(student_path, arch=spec["arch"], arch_opts=spec.get("opts"))
         res = run_evaluation(student, teacher, str(data), target=target, size=cfg.train.size,
                              device=device, out=out, offline=offline, progress=not quiet, allow_missing=True,
-                             extra=extra, claim_out=False)  # compress holds OUT's lock
+                             inception_weights=cfg.eval.inception_weights or None,
+                             alexnet_weights=cfg.eval.alexnet_weights or None, extra=extra,
+                             claim_out=False)  # compress holds OUT's lock
         return out / "report.json", res.metrics, res.to_dict()
     from .metrics.cost import profile_model
     from .report import environment_info, now_iso, write_reports

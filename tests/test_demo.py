@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from ganzip import assets, demo
-from ganzip.errors import AssetMissingError
+from ganzip.errors import AssetMissingError, GanzipError
 from ganzip.student import load_student
 
 
@@ -28,14 +28,15 @@ def _missing(name: str) -> bool:
         return True
 
 
-# crd, (crd-plain without VGG-16), scratch, kd-pixel
+# crd, (crd-plain without VGG-16), scratch, kd-pixel, rkd-instance
 RECIPES = [spec.label for spec in demo.demo_specs(compare=True, perceptual=not _missing("vgg16"))]
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
-    return demo.run_demo(out, compare=True, steps=2, batch_size=2, n_train=12, eval_images=8, quiet=True,
+    # batch 3: rkd-instance relates the images of a batch (angles need three)
+    return demo.run_demo(out, compare=True, steps=2, batch_size=3, n_train=12, eval_images=8, quiet=True,
                          latency=False)
 
 
@@ -90,9 +91,10 @@ def test_missing_pretrained_files_are_listed_with_what_was_used_instead(report_j
         if _missing(name):
             assert name in listed, name
             assert listed[name]["why"] and listed[name]["instead"]
-    if _missing("vgg16"):
-        assert "perceptual.weight=0" in report_json["settings"]["overrides"]
-        assert any("vgg16" in w for w in report_json["warnings"])
+        else:  # present: not listed, and nothing replaced
+            assert name not in listed, name
+    assert ("perceptual.weight=0" in report_json["settings"]["overrides"]) == _missing("vgg16")
+    assert any("vgg16" in w for w in report_json["warnings"]) == _missing("vgg16")
 
 
 @pytest.mark.skipif(not _missing("vgg16"), reason="VGG-16 weights are installed: the crd student uses them")
@@ -121,10 +123,62 @@ def test_fid_and_lpips_are_absent_not_invented_when_their_weights_are_missing(re
     header = report_json["comparison"]["header"]
     for row in report_json["comparison"]["rows"]:
         cells = dict(zip(header, row))
-        if _missing("inception_fid"):
-            assert cells["FID"] is None
-        if _missing("alexnet"):
-            assert cells["LPIPS to teacher"] is None
+        # FID is measured for every row (the teacher too); LPIPS to the teacher only for students
+        assert (cells["FID"] is None) == _missing("inception_fid"), row[0]
+        if row[0] != "teacher":
+            assert (cells["LPIPS to teacher"] is None) == _missing("alexnet"), row[0]
+
+
+def test_the_report_names_the_selection_metric_and_says_when_it_fell_back(report_json):
+    for label, student in report_json["students"].items():
+        assert any(f"held-out {m} to the teacher" in student["selection"] for m in ("KID", "LPIPS", "PSNR")), label
+        if _missing("inception_fid") and _missing("alexnet"):
+            assert "held-out PSNR" in student["selection"] and "fell back" in student["selection"], label
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo_seeds") / "out"
+    specs = [demo.DemoSpec("crd", "crd", (f"kd_pixel.weight={demo.ANCHOR_WEIGHT:g}",)), demo.DemoSpec("kd-pixel", "kd-pixel")]
+    res = demo.run_demo(out, specs=specs, steps=2, batch_size=2, n_train=12, eval_images=6, quiet=True,
+                        latency=False, seeds=3)
+    return res, json.loads((out / "report.json").read_text())
+
+
+def test_seeds_train_every_student_once_per_seed(seeded):
+    res, report = seeded
+    assert sorted(r.out.name for r in res.runs) == sorted(f"{l}@s{s}" for l in ("crd", "kd-pixel") for s in range(3))
+    for r in res.runs:  # each folder's report says which seed it ran
+        assert json.loads((r.out / "report.json").read_text())["seed"] == r.seed
+    assert report["command"].endswith("--seeds 3") or "--seeds 3" in report["command"]
+
+
+def test_seed_tables_match_the_students_own_reports(seeded):
+    import statistics
+
+    from scipy import stats
+
+    res, report = seeded
+    psnr = {(r.label, r.seed): json.loads((r.out / "report.json").read_text())["metrics"]["student"]
+            ["psnr_to_teacher"]["mean"] for r in res.runs}
+    crd, kd = [psnr[("crd", s)] for s in range(3)], [psnr[("kd-pixel", s)] for s in range(3)]
+    entry = report["over_seeds"]["students"]["crd"]["psnr_to_teacher"]
+    assert entry["mean"] == pytest.approx(statistics.mean(crd)) and entry["std"] == pytest.approx(statistics.stdev(crd))
+    (pair,) = [p for p in report["paired"] if p["b"] == "kd-pixel" and p["metric"] == "psnr_to_teacher"]
+    diffs = [a - b for a, b in zip(crd, kd)]
+    assert pair["diff"]["mean"] == pytest.approx(statistics.mean(diffs))
+    assert pair["diff"]["std"] == pytest.approx(statistics.stdev(diffs))
+    ref = stats.ttest_rel(crd, kd)
+    assert pair["t"] == pytest.approx(ref.statistic) and pair["p"] == pytest.approx(ref.pvalue)
+    exceeds = abs(statistics.mean(diffs)) > max(statistics.stdev(crd), statistics.stdev(kd))
+    assert pair["exceeds_spread"] is exceeds
+    md = (res.out / "report.md").read_text()
+    assert "Mean ± std over 3 seeds" in md and "paired over seeds" in md
+
+
+def test_seeds_must_be_a_positive_whole_number(tmp_path):
+    with pytest.raises(GanzipError, match="--seeds"):
+        demo.run_demo(tmp_path / "o", seeds=0)
 
 
 def test_markdown_and_html_show_the_comparison_and_the_samples(result):

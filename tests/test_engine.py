@@ -18,6 +18,8 @@ from ganzip import engine, models, recipes
 from ganzip.errors import GanzipError, NonFiniteLossError
 from ganzip.student import build_student
 
+from .train_logs import best_step_from_log
+
 
 SIZE = 64
 FAST = ["train.size=64", "crd.patch_size=16", "perceptual.weight=0", "discriminator.ndf=8", "eval.max_images=4"]
@@ -238,12 +240,17 @@ def test_crd_term_decreases(bundle, tmp_path):
 
 
 def test_train_log_and_checkpoint_are_written(bundle, tmp_path):
-    result = run("crd", bundle, tmp_path, "train.steps=4", checkpoint_every=2, eval_every=2)
+    # A high learning rate: held-out PSNR goes up and down, so the best step is not simply the last one.
+    result = run("crd", bundle, tmp_path, "train.steps=6", "train.lr=5e-3", checkpoint_every=2, eval_every=1)
     rows = (tmp_path / engine.TRAIN_LOG).read_text().splitlines()
-    assert rows[0].startswith("step,epoch,lr,loss") and len(rows) == 5
-    assert {"adversarial", "crd", "d_real", "d_fake_teacher", "holdout_psnr"} <= set(rows[0].split(","))
+    assert rows[0].startswith("step,epoch,lr,loss") and len(rows) == 7
+    assert {"adversarial", "crd", "d_real", "d_fake_teacher", "holdout_psnr", "select_metric"} <= set(rows[0].split(","))
     _, state = engine.load_checkpoint(tmp_path / engine.CHECKPOINT_DIR)
-    assert state["step"] == 4 and result.best_step in (2, 4)
+    assert state["step"] == 6
+    assert result.best_step == best_step_from_log(tmp_path / engine.TRAIN_LOG)
+    # the student handed back is the one of that step: its held-out PSNR is the logged best
+    metrics, _ = engine.HoldoutEval(bundle.holdout, teacher_net(), torch.device("cpu"), 4)(result.student)
+    assert metrics["holdout_psnr"] == pytest.approx(result.best_metrics["holdout_psnr"], abs=1e-4)
 
 
 def test_interrupted_and_resumed_run_ends_with_the_same_student(bundle, tmp_path):
@@ -287,12 +294,25 @@ def test_nan_loss_stops_naming_the_term_and_keeps_the_last_checkpoint(bundle, tm
     assert state["step"] == 2
 
 
-def test_fidelity_to_the_teacher_beats_the_scratch_recipe(bundle, tmp_path):
-    # Same budget (40 steps), compared after the last step: best-of selection would let `scratch`
-    # pick its least-trained state, which is closest to the (random-weight) teacher by accident.
+def test_the_crd_term_makes_the_students_relations_match_the_teachers(bundle, tmp_path):
+    """Same recipe, same budget, the CRD term on and off (crd.weight=0: the adversarial term alone).
+
+    Measured after the last step on the held-out images with the direct CRD
+    formulation (tests/reference_crd.py, not the engine's loss). Seen: 0.03
+    with the term, 0.52 without. PSNR is no test of this: CRD's relations are
+    blind to colour shifts, and here the adversarial-only student is as close
+    in PSNR (14.1 against 13.8 dB).
+    """
+    from .reference_crd import crd_direct
+
     teacher = teacher_net(ngf=16)
     sets = ["train.steps=40", "train.lr=1e-3"]
-    crd = run("crd", bundle, tmp_path / "crd", *sets, teacher=teacher, eval_every=10)
-    scratch = run("scratch", bundle, tmp_path / "scratch", *sets, teacher=teacher, eval_every=10)
-    assert crd.last_metrics["holdout_psnr"] > scratch.last_metrics["holdout_psnr"] + 1.0
-    assert crd.last_metrics["holdout_l1"] < scratch.last_metrics["holdout_l1"]
+    x = torch.stack([bundle.holdout[i]["A"] for i in range(len(bundle.holdout))])
+    held_out = {}
+    for name, extra in (("crd", []), ("off", ["crd.weight=0"])):
+        result = run("crd", bundle, tmp_path / name, *sets, *extra, teacher=teacher, eval_every=10)
+        assert ("crd" in result.plan.weights) == (name == "crd")
+        result.student.load_state_dict(result.last_state)
+        with torch.no_grad():
+            held_out[name] = float(crd_direct(result.student.eval()(x), teacher(x), patch_size=16))
+    assert held_out["crd"] < 0.25 * held_out["off"], held_out

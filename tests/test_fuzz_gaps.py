@@ -52,11 +52,44 @@ set = ["crd.weight=10"]
 
 
 def parses_or_refuses(fn, *args, **kwargs):
-    """Call fn; a GanzipError is a fine answer, any other exception is the bug."""
+    """Call fn: (result, None) or (None, the GanzipError); any other exception is the bug.
+
+    Each test then checks the answer against what the input is: an input meant
+    to be refused must not come back accepted, and an accepted one must hold
+    what it says.
+    """
     try:
-        return fn(*args, **kwargs)
-    except GanzipError:
+        return fn(*args, **kwargs), None
+    except GanzipError as exc:
+        return None, exc
+
+
+def _toml_or_none(text: str):
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError):
         return None
+
+
+def check_manifest_answer(path: Path, text: str | None) -> None:
+    """Accepted: valid TOML whose jobs have unique safe names, existing model files and widths in (0, 1].
+    Refused: the error names the manifest file."""
+    import re
+
+    from ganzip.batch import load_manifest
+
+    m, err = parses_or_refuses(load_manifest, path)
+    if err is not None:
+        assert str(path) in str(err), str(err)
+        return
+    assert text is not None and _toml_or_none(text) is not None, "a manifest that is not TOML was accepted"
+    names = [j.name for j in m.jobs]
+    assert m.jobs and len(set(names)) == len(names)
+    for job in m.jobs:
+        assert re.match(r"^[A-Za-z0-9][A-Za-z0-9._+@-]*$", job.name), job.name
+        assert job.model.is_file() and 0 < job.width <= 1
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +114,11 @@ def test_any_manifest_text_parses_or_raises_ganzip_error(workdir, text):
 
     path = workdir / "m.toml"
     path.write_bytes(text.encode("utf-8", "surrogatepass"))
-    parses_or_refuses(load_manifest, path)
+    try:
+        decoded = text.encode("utf-8", "surrogatepass").decode("utf-8")
+    except UnicodeDecodeError:
+        decoded = None
+    check_manifest_answer(path, decoded)
 
 
 @settings(max_examples=100, **SETTINGS)
@@ -91,7 +128,11 @@ def test_any_manifest_bytes_parse_or_raise_ganzip_error(workdir, data):
 
     path = workdir / "m.toml"
     path.write_bytes(data)
-    parses_or_refuses(load_manifest, path)
+    try:
+        decoded = data.decode("utf-8")
+    except UnicodeDecodeError:
+        decoded = None
+    check_manifest_answer(path, decoded)
 
 
 @settings(max_examples=200, **SETTINGS)
@@ -107,7 +148,7 @@ def test_mutated_manifests_parse_or_raise_ganzip_error(workdir, edits):
         text = text[:pos] + insert + text[pos + cut:]
     path = workdir / "m.toml"
     path.write_text(text)
-    parses_or_refuses(load_manifest, path)
+    check_manifest_answer(path, text)
 
 
 def test_the_valid_manifest_parses(workdir):
@@ -158,7 +199,12 @@ def test_damaged_real_checkpoints_load_or_raise_ganzip_error(workdir, flips, cut
         data = data[: cut % len(data) or 1]
     path = workdir / f"damaged.{fmt}"
     path.write_bytes(bytes(data))
-    parses_or_refuses(_load, path)
+    model, err = parses_or_refuses(_load, path)
+    if err is not None:
+        assert "damaged" in str(err), str(err)  # the error names the file
+    else:  # flipped weight bytes can still load: then it is a whole generator
+        with torch.no_grad():
+            assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 3, 64, 64)
 
 
 @settings(max_examples=60, **SETTINGS)
@@ -184,9 +230,14 @@ def test_zip_archives_with_random_members_raise_ganzip_error(workdir, names, dat
 def test_any_arch_opts_parse_or_raise_ganzip_error(items):
     from ganzip.loading import parse_arch_opts
 
-    opts = parses_or_refuses(parse_arch_opts, items)
-    if opts is not None:
+    opts, err = parses_or_refuses(parse_arch_opts, items)
+    well_formed = all("=" in i and i.partition("=")[0].strip().isidentifier() for i in items)
+    if err is None:
+        assert well_formed, f"{items!r} was accepted"
         assert all(k.isidentifier() for k in opts)
+        assert set(opts) == {i.partition("=")[0].strip() for i in items}
+    else:
+        assert not well_formed or "arch-opt" in str(err)
 
 
 @settings(max_examples=150, **SETTINGS)
@@ -195,12 +246,24 @@ def test_any_arch_opts_parse_or_raise_ganzip_error(items):
 @example(text='extends = 3\n')
 @example(text='[train]\nsteps = -1\n')
 @example(text='crd = 1\n')
+@example(text='[crdd]\nweight = 1\n')  # a misspelt section must be refused
+@example(text='[crd]\nweight = 3\n[train]\nsteps = 7\n')  # and a good file is taken as written
 def test_any_recipe_file_parses_or_raises_ganzip_error(workdir, text):
     from ganzip.recipes import resolve_recipe
 
+    from ganzip.config import META_KEYS, SECTIONS
+
     path = workdir / "r.toml"
     path.write_bytes(text.encode("utf-8", "surrogatepass"))
-    parses_or_refuses(resolve_recipe, str(path))
+    cfg, err = parses_or_refuses(resolve_recipe, str(path))
+    if err is None:
+        doc = _toml_or_none(text)
+        assert doc is not None, "a recipe file that is not TOML was accepted"
+        assert set(doc) <= set(SECTIONS) | set(META_KEYS), f"unknown sections accepted: {sorted(doc)}"
+        for section, table in doc.items():
+            if section in SECTIONS:  # every value written in the file is the one in effect
+                for key, value in table.items():
+                    assert getattr(getattr(cfg, section), key) == value
 
 
 # ---------------------------------------------------------------- FID statistics
@@ -238,10 +301,14 @@ def test_npz_files_with_any_arrays_load_or_raise_ganzip_error(workdir, arrays):
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     path.write_bytes(buf.getvalue())
-    stats = parses_or_refuses(load_stats, path)
+    stats, err = parses_or_refuses(load_stats, path)
     if stats is not None:
+        assert {"mu", "sigma"} <= set(arrays), "statistics without mu and sigma were accepted"
         d = stats.mu.shape[0]
-        assert stats.sigma.shape == (d, d)
+        assert arrays["mu"].shape == (d,) and stats.sigma.shape == (d, d)
+        assert np.isfinite(stats.mu).all() and np.isfinite(stats.sigma).all()
+    else:
+        assert str(path) in str(err)
 
 
 # ---------------------------------------------------------------- OUT's run.json marker
@@ -265,5 +332,13 @@ def test_any_run_marker_in_out_is_decided_or_refused_with_ganzip_error(content):
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         (out / "run.json").write_bytes(content)
-        mode = parses_or_refuses(prepare_out, out, resume=True, overwrite=False)
-        assert mode in (None, "fresh", "resume")
+        mode, err = parses_or_refuses(prepare_out, out, resume=True, overwrite=False)
+        try:
+            marker = json.loads(content)
+        except ValueError:
+            marker = None
+        ours = isinstance(marker, dict) and marker.get("kind") == "ganzip-compress"
+        if ours and marker.get("status") != "finished":
+            assert mode == "fresh" and err is None  # an unfinished run without a checkpoint starts over
+        else:  # not ganzip's marker, or a finished run without --overwrite
+            assert mode is None and err is not None

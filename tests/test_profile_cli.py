@@ -25,9 +25,18 @@ def test_profile_measures_latency_and_omits_the_student_without_width(cli):
 
 
 def test_profile_table_has_ratios(cli):
+    from ganzip import models
+    from ganzip.metrics.cost import count_macs, count_params
+    from ganzip.student import build_student
+
     res = cli("profile", "--arch", "resnet_6blocks", "--arch-opt", "ngf=8", "--size", "64", "--width", "0.5", "--repeats", "2")
     assert res.exit_code == 0
-    assert "ratio" in res.stdout and "teacher" in res.stdout
+    rows = {line.split()[0]: line.split()[1:] for line in res.stdout.splitlines() if line.strip()}
+    macs_ratio, params_ratio = (float(v.rstrip("x")) for v in rows["ratio"][:2])
+    teacher = models.create("resnet_6blocks", ngf=8)
+    student = build_student(teacher, 0.5, size=64)
+    assert macs_ratio == pytest.approx(count_macs(teacher, 64) / count_macs(student, 64), abs=0.006)
+    assert params_ratio == pytest.approx(count_params(teacher) / count_params(student), abs=0.006)
 
 
 @pytest.fixture

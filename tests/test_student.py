@@ -46,14 +46,25 @@ def test_round_to_keeps_multiples():
 
 
 def test_inherit_keeps_the_largest_teacher_channels(tiny_resnet):
+    """The kept channels are the top-k by L2 magnitude over each channel's group.
+
+    That is torch-pruning's ``MagnitudeImportance(p=2)``, which ganzip uses: a
+    channel of the first conv is ranked by its filter together with the next
+    conv's input slice that reads it (computed here directly from the weights).
+    """
     student = build_student(tiny_resnet, 0.5, init="inherit")
-    t_first = tiny_resnet.model[1].weight
-    s_first = student.model[1].weight
-    norms = t_first.flatten(1).norm(dim=1)
-    # every kept filter is one of the teacher's filters
-    for row in s_first:
-        assert any(torch.equal(row, t) for t in t_first)
-    assert s_first.flatten(1).norm(dim=1).sum() >= norms.sort().values[:4].sum()
+    t1, t2 = tiny_resnet.model[1].weight, tiny_resnet.model[4].weight
+    s1, s2 = student.model[1].weight, student.model[4].weight
+    # every kept filter is one of the teacher's filters, with its bias
+    kept = [next(i for i, t in enumerate(t1) if torch.equal(row, t)) for row in s1]
+    assert torch.equal(student.model[1].bias, tiny_resnet.model[1].bias[kept])
+    importance = t1.flatten(1).pow(2).sum(1) + t2.transpose(0, 1).flatten(1).pow(2).sum(1)
+    assert sorted(kept) == sorted(importance.topk(s1.shape[0]).indices.tolist())
+    assert sorted(kept) != sorted(t1.flatten(1).norm(dim=1).topk(s1.shape[0]).indices.tolist())  # the group matters here
+    # the next conv reads exactly those channels
+    reads = t2[:, kept]
+    for row in s2:
+        assert any(torch.equal(row, t) for t in reads)
 
 
 def test_scratch_reinitialises_like_cyclegan(tiny_resnet):

@@ -82,7 +82,10 @@ def compress_cmd(model, arch, arch_opts, trust_pickle, width, recipe, data, targ
     t = result.train
     if t.resumed_from is not None:
         click.echo(f"resumed from the checkpoint at step {t.resumed_from} of {t.total_steps}", err=True)
-    best = f" (best at step {t.best_step}: {t.best_metrics.get('holdout_psnr', float('nan')):.2f} dB to the teacher)" if t.best_step else ""
+    best = ""
+    if t.best_step and t.selection:
+        col = t.selection["column"]
+        best = f" (best at step {t.best_step} by held-out {t.selection['metric']}: {t.best_metrics.get(col, float('nan')):.4g})"
     click.echo(f"student: {result.student_path}{best}")
     if result.report_path is not None:
         click.echo(f"report:  {result.report_path}")

@@ -21,8 +21,11 @@ from .common import device_option
               help="Where to train; the demo is sized for the CPU.")
 @click.option("--threads", type=int, default=None,
               help="CPU threads for torch (default: one per core); 1 is steadier on a machine shared with other jobs.")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train every student with seeds 0..N-1: the report adds mean ± std over the seeds and a "
+                   "paired comparison of crd with each other student.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo_cmd(out, compare, steps, batch_size, eval_images, device, threads, quiet):
+def demo_cmd(out, compare, steps, batch_size, eval_images, device, threads, seeds, quiet):
     """Compress ganzip's own small teacher at width 0.25 with the crd recipe.
 
     The teacher (a ResNet generator trained by `ganzip train` on the built-in
@@ -38,16 +41,23 @@ def demo_cmd(out, compare, steps, batch_size, eval_images, device, threads, quie
       ganzip demo
       ganzip demo --compare --out demo-compare     # crd vs scratch vs kd-pixel
       ganzip demo --steps 100 --out quick-demo
+      ganzip demo --compare --seeds 3 --out demo-seeds   # mean ± std over 3 seeds
     """
     from ..demo import run_demo
 
     result = run_demo(out, compare=compare, steps=steps, batch_size=batch_size, eval_images=eval_images,
-                      device=device, threads=threads, quiet=quiet)
+                      device=device, threads=threads, quiet=quiet, seeds=seeds)
     header = result.report["tables"][0]["header"]
     rows = result.report["tables"][0]["rows"]
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     for r in [header] + rows:
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    for table in result.report["tables"][1:]:
+        if table["title"].startswith(("Mean ± std", "crd against")) or "paired over seeds" in table["title"]:
+            click.echo(f"\n{table['title']}")
+            tw = [max(len(str(r[i])) for r in [table["header"]] + table["rows"]) for i in range(len(table["header"]))]
+            for r in [table["header"]] + table["rows"]:
+                click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, tw)).rstrip())
     for u in result.report.get("unavailable", []):
         click.echo(f"note: {u['asset']} not found: {u['needed_for']} unavailable; {u['instead']}", err=True)
     click.echo(f"report: {result.report_paths['html']}  ({result.seconds:.0f} s, {result.cpu_seconds:.0f} CPU s)")
