@@ -109,8 +109,6 @@ def _ray_probe(paths: Sequence[str], token: str) -> dict:
 
 def _connect_ray(ray, address: str | None) -> bool:
     """Connect to (or start) a Ray cluster; returns True when this call started the connection."""
-    if ray.is_initialized():
-        return False
     if address and address != "auto":
         host, port = _host_port(address)
         try:
@@ -118,6 +116,8 @@ def _connect_ray(ray, address: str | None) -> bool:
         except OSError as exc:
             raise GanzipError(f"--address {address}: cannot reach a Ray cluster there ({exc.strerror or exc}); "
                               "start one with `ray start --head`, or check the address and port") from None
+    if ray.is_initialized():
+        return False  # this process is already connected (ray.init by the caller): use that cluster
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
     try:
         if address:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Callable, Mapping, TextIO
+from typing import Any, Callable, Iterable, Iterator, Mapping, TextIO
 
 EVERY_SECONDS = 30.0
 EVERY_FRACTION = 0.05
@@ -121,4 +121,24 @@ def progress_bar(total: int | None, *, initial: int = 0, desc: str = "", disable
     return PlainProgress(total, initial=initial, desc=desc, file=stream, disable=disable)
 
 
-__all__ = ["PlainProgress", "format_seconds", "progress_bar"]
+def progress_iter(iterable: Iterable, *, total: int | None = None, desc: str = "", unit: str = "it",
+                  disable: bool = False, leave: bool = True, file: TextIO | None = None) -> Iterator:
+    """`iterable`, with a bar on a terminal or plain lines elsewhere (tqdm's ``tqdm(iterable, ...)``)."""
+    if total is None:
+        try:
+            total = len(iterable)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+    stream = file if file is not None else sys.stderr
+    bar = progress_bar(total, desc=desc, disable=disable, unit=unit, file=stream)
+    if not isinstance(bar, PlainProgress):
+        bar.leave = leave
+    try:
+        for item in iterable:
+            yield item
+            bar.update(1)
+    finally:
+        bar.close()
+
+
+__all__ = ["PlainProgress", "format_seconds", "progress_bar", "progress_iter"]
