@@ -145,9 +145,12 @@ def interrupted(reason: str) -> dict:
                                                "traceback_file": None}}
 
 
-def launch(job_file: Path, nproc: int = 1, env_extra: Mapping[str, str] | None = None) -> dict:
+def launch(job_file: Path, nproc: int = 1, threads: int | None = None,
+           env_extra: Mapping[str, str] | None = None) -> dict:
     """Run a worker for `job_file` in a new process, its output appended to the job's log; returns the outcome.
 
+    `threads`: the CPUs the job was given (per process); torch's threads
+    follow it, so jobs sharing a node do not oversubscribe its cores.
     A worker that ends without recording an outcome was stopped from
     outside (a signal, torchrun losing a rank): the job is interrupted.
     """
@@ -156,6 +159,8 @@ def launch(job_file: Path, nproc: int = 1, env_extra: Mapping[str, str] | None =
     (sdir / OUTCOME_FILE).unlink(missing_ok=True)
     argv = worker_argv(job_file, nproc)
     env = {**os.environ, **(env_extra or {}), "PYTHONUNBUFFERED": "1"}
+    if threads is not None and threads >= 1:
+        env["OMP_NUM_THREADS"] = str(max(1, threads // max(1, nproc)))
     with open(sdir / WORKER_LOG, "ab") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} on {os.uname().nodename}: "
                   f"{' '.join(argv)}\n".encode())

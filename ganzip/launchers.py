@@ -98,9 +98,9 @@ def _missing(paths: Sequence[str]) -> list[str]:
 # ====================================================================== Ray
 
 
-def _ray_job(job_file: str, nproc: int) -> dict:
+def _ray_job(job_file: str, nproc: int, cpus: float) -> dict:
     """A Ray task: run one job's worker on this node (Ray has set CUDA_VISIBLE_DEVICES to its GPUs)."""
-    return launch(Path(job_file), nproc)
+    return launch(Path(job_file), nproc, threads=max(1, int(cpus)))
 
 
 def _ray_probe(paths: Sequence[str], token: str) -> dict:
@@ -120,10 +120,7 @@ def _connect_ray(ray, address: str | None) -> bool:
         return False  # this process is already connected (ray.init by the caller): use that cluster
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
     try:
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(**kwargs)
+        ray.init(address=address or "local", **kwargs)  # "local": a new cluster on this machine
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = f"--address {address}" if address else "a local Ray cluster"
@@ -234,7 +231,7 @@ def _run_ray_tasks(ray, root: Path, todo: Sequence[batch.JobOutcome], gpus: floa
     refs = {}
     for oc in todo:
         batch._clean_batch_files(oc.folder)
-        refs[task.remote(str(write_job_file(oc.job, oc.folder, root)), nproc)] = oc
+        refs[task.remote(str(write_job_file(oc.job, oc.folder, root)), nproc, cpus)] = oc
         say(f"[run]  {oc.job.name} as a Ray task ({cpus:g} CPU, {gpus:g} GPU; log: "
             f"{state_dir(root, oc.job.name) / WORKER_LOG})")
     pending = list(refs)
@@ -312,7 +309,8 @@ class SlurmTask:
         self.nproc = nproc
 
     def __call__(self, job_file: str) -> dict:
-        return launch(Path(job_file), self.nproc)
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or "1"
+        return launch(Path(job_file), self.nproc, threads=int(cpus) if cpus.isdigit() else 1)
 
     def checkpoint(self, job_file: str):
         import submitit
