@@ -15,6 +15,8 @@ Ray and submitit are optional extras (``pip install 'ganzip[ray]'``,
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import math
@@ -381,8 +383,10 @@ def submit_slurm(manifest: str | os.PathLike | batch.Manifest, out: str | os.Pat
         params["additional_parameters"] = additional
     executor.update_parameters(**params)
     try:
-        jobs = executor.map_array(SlurmTask(max(1, gpus_per_job)), job_files)
-    except (submitit.core.utils.FailedSubmissionError, subprocess.CalledProcessError, OSError) as exc:
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            jobs = executor.map_array(SlurmTask(max(1, gpus_per_job)), job_files)  # sbatch's stderr: in the error
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError,
+            subprocess.CalledProcessError, OSError) as exc:
         raise GanzipError(f"sbatch refused the job array: {_sbatch_reason(exc)}") from None
     for oc, job in zip(todo, jobs):
         sub.job_ids[oc.job.name] = str(job.job_id)

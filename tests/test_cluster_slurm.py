@@ -201,21 +201,21 @@ def test_a_job_killed_by_scancel_is_interrupted_and_resumes_from_its_checkpoint(
     assert report["training"]["steps"] == 600
 
 
-def test_more_gpus_than_the_nodes_have_is_sbatchs_one_line(first_run, cli):
-    root, manifest, _, _ = first_run
-    line = cli("batch", manifest, "--out", root / "gpu-out", "--launcher", "slurm", "--gpus-per-job", 8) \
+def test_more_gpus_than_the_nodes_have_is_sbatchs_one_line(slurm, cli, tmp_path):
+    manifest = make_experiment(tmp_path)
+    line = cli("batch", manifest, "--out", tmp_path / "gpu-out", "--launcher", "slurm", "--gpus-per-job", 8) \
         .assert_user_error("sbatch refused the job array")
     assert "gres" in line.lower() or "node configuration" in line.lower(), line
 
 
-def test_a_time_that_does_not_parse_is_one_line(first_run, cli):
-    _, manifest, _, _ = first_run
+def test_a_time_that_does_not_parse_is_one_line(cli, tmp_path):
+    manifest = make_experiment(tmp_path)
     cli("batch", manifest, "--launcher", "slurm", "--time", "90 minutes").assert_user_error("--time", "HH:MM:SS")
     cli("batch", manifest, "--launcher", "slurm", "--time", "1:75:00").assert_user_error("below 60")
     assert launchers.parse_time("04:00:00") == 240 and launchers.parse_time("1-00:00") == 1440
 
 
-def test_no_sbatch_on_path_is_one_line(first_run, cli, monkeypatch, tmp_path):
-    _, manifest, _, _ = first_run
+def test_no_sbatch_on_path_is_one_line(cli, monkeypatch, tmp_path):
+    manifest = make_experiment(tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path))  # a PATH without SLURM's programs
     cli("batch", manifest, "--launcher", "slurm").assert_user_error("needs SLURM's sbatch on PATH")
