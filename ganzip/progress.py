@@ -4,7 +4,7 @@ A SLURM log, a Ray worker's log or ``ganzip demo | tee run.log`` is not a
 terminal. tqdm would write its carriage-return frames there, one endless line
 of them. `progress_bar` gives such streams a `PlainProgress` instead: one
 readable line every 5% of the run or every 30 s, whichever comes first, and a
-last one when the run stops::
+last one when the run stops (a resumed run first says where it resumes)::
 
     compress crd: step 240/800 (30%) 12.1 step/s ETA 46s loss=0.412 crd=0.118 gan=0.69
 
@@ -59,6 +59,12 @@ class PlainProgress:
         self._last_t = self._start
         self._postfix: dict[str, Any] = {}
         self._closed = False
+        if initial and not disable:  # a resumed run says so, and where it picks up
+            of = f"/{total}" if total else ""
+            print(f"{desc + ': ' if desc else ''}resuming at step {initial}{of}", file=self._stream(), flush=True)
+
+    def _stream(self) -> TextIO:
+        return self.file if self.file is not None else sys.stderr
 
     def set_postfix(self, values: Mapping[str, Any] | None = None, refresh: bool = True, **kwargs: Any) -> None:
         self._postfix = {**(values or {}), **kwargs}
@@ -95,8 +101,7 @@ class PlainProgress:
         return " ".join(parts)
 
     def _emit(self, now: float) -> None:
-        stream = self.file if self.file is not None else sys.stderr
-        print(self.line(now), file=stream, flush=True)
+        print(self.line(now), file=self._stream(), flush=True)
         self._last_n, self._last_t = self.n, now
 
 

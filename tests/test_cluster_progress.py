@@ -53,7 +53,8 @@ def test_a_slow_run_prints_a_line_every_30_seconds():
 
 def test_a_resumed_run_counts_its_rate_from_the_resume():
     lines = run(100, 0.5, initial=90)
-    assert lines[0].startswith("compress crd: step 95/100 (95%) 2 step/s ETA 2s")
+    assert lines[0] == "compress crd: resuming at step 90/100"
+    assert lines[1].startswith("compress crd: step 95/100 (95%) 2 step/s ETA 2s")
 
 
 def test_no_carriage_returns_and_nothing_when_disabled():

@@ -132,6 +132,10 @@ def slurm(tmp_path_factory):
                 p.kill()
 
 
+def _queue_state(job_id: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout
+
+
 def _until(check, seconds: float, every: float = 0.5) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -178,13 +182,26 @@ def test_a_slurm_rerun_submits_only_the_failed_job(first_run):
     assert [attempts(root / "out", j) for j in ("kd@w0.25", "kd@w0.5", "broken")] == [1, 1, 2]
 
 
-def test_a_job_killed_by_scancel_is_interrupted_and_resumes_from_its_checkpoint(slurm, tmp_path):
+def test_a_requeued_job_resumes_in_its_folder_and_a_cancelled_one_on_the_rerun(slurm, tmp_path):
     manifest = make_experiment(tmp_path, LONG_MANIFEST)
     out = tmp_path / "out"
+    log = out / BATCH_DIR / "long" / "log.txt"
     sub = launchers.submit_slurm(manifest, out)
     state = out / "long" / CHECKPOINT_DIR / CHECKPOINT_JSON
-    assert _until(state.is_file, 240, every=0.1), (out / BATCH_DIR / "long" / "log.txt").read_text()[-2000:]
-    subprocess.run(["scancel", sub.job_ids["long"]], check=True)
+    assert _until(state.is_file, 240, every=0.1), log.read_text()[-2000:]
+
+    # Preemption: SLURM stops the running job and queues it again (StartTime=now skips SLURM's
+    # requeue delay). The same array task runs the same job file, in the same folder, and resumes.
+    job_id = sub.job_ids["long"]
+    subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True)
+    assert _until(lambda: "PENDING" in _queue_state(job_id), 60, every=0.2)
+    subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True, capture_output=True)
+    assert _until(lambda: "compress kd-pixel: resuming at step" in log.read_text(), 180, every=0.1), \
+        log.read_text()[-2000:]
+    assert attempts(out, "long") == 2
+
+    # scancel: nothing requeues it; the job is interrupted and the next run resumes it.
+    subprocess.run(["scancel", job_id], check=True)
     saved = json.loads(state.read_text())["step"]
     result = launchers.wait_slurm(manifest, out, poll_seconds=1, latency=False)
     long = result.jobs[0]
@@ -198,7 +215,7 @@ def test_a_job_killed_by_scancel_is_interrupted_and_resumes_from_its_checkpoint(
     assert result.jobs[0].status == "finished", result.jobs[0].error
     report = json.loads((out / "long" / "report.json").read_text())
     assert report["training"]["resumed_from"] >= saved > 0
-    assert report["training"]["steps"] == 600
+    assert report["training"]["steps"] == 400 and attempts(out, "long") == 3
 
 
 def test_more_gpus_than_the_nodes_have_is_sbatchs_one_line(slurm, cli, tmp_path):
