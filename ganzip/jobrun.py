@@ -203,11 +203,16 @@ def _killed(returncode: int, log_file: Path) -> bool:
     return "exitcode  : -" in tail or "SignalException" in tail  # torchrun's report of a rank ended by a signal
 
 
-# SLURM's warning signal before a time limit or preemption (SIGUSR2) is for the submitit wrapper,
-# which requeues the job; the worker ignores it (an ignored signal stays ignored across exec, also in
-# torchrun's ranks) and trains on until SLURM stops it. Set in a tiny exec shim, not preexec_fn,
-# because the wrapper may have threads (a Ray worker does).
-_IGNORE_USR2 = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGUSR2, signal.SIG_IGN); "
+# A tiny exec shim (not preexec_fn: the wrapper may have threads, a Ray worker does) that
+# * ignores SLURM's warning signal before a time limit or preemption (SIGUSR2): it is for the submitit
+#   wrapper, which requeues the job; an ignored signal stays ignored across exec, also in torchrun's
+#   ranks, and the worker trains on until SLURM stops it;
+# * asks Linux to stop the worker when the wrapper dies (a cancelled Ray task is killed outright),
+#   so no orphaned training outlives its task.
+_IGNORE_USR2 = [sys.executable, "-c", "import os, signal, sys\n"
+                "signal.signal(signal.SIGUSR2, signal.SIG_IGN)\n"
+                "try:\n    import ctypes; ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+                "except (OSError, AttributeError):\n    pass\n"
                 "os.execv(sys.argv[1], sys.argv[1:])"]
 
 

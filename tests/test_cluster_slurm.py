@@ -236,3 +236,9 @@ def test_no_sbatch_on_path_is_one_line(cli, monkeypatch, tmp_path):
     manifest = make_experiment(tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path))  # a PATH without SLURM's programs
     cli("batch", manifest, "--launcher", "slurm").assert_user_error("needs SLURM's sbatch on PATH")
+
+
+def test_without_submitit_the_error_names_the_install_command(cli, monkeypatch, tmp_path):
+    manifest = make_experiment(tmp_path)
+    monkeypatch.setitem(sys.modules, "submitit", None)  # what a missing package looks like to `import submitit`
+    cli("batch", manifest, "--launcher", "slurm").assert_user_error("pip install 'ganzip[slurm]'")

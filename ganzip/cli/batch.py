@@ -104,6 +104,15 @@ def batch_cmd(manifest, out, gpus, launcher, nproc_per_node, address, gpus_per_j
                             latency_device=latency_device, echo=say)
         _print_result(result, as_json)
         return
+    if dry_run and launcher in ("ray", "slurm"):
+        from ..jobrun import state_dir, worker_argv
+
+        click.echo(f"{len(m.jobs)} job(s) from {m.path} into {m.out}; each a {launcher} "
+                   f"{'task' if launcher == 'ray' else 'array task'} running:")
+        for job in m.jobs:
+            argv = worker_argv(state_dir(m.out, job.name) / "job.json", max(1, gpus_per_job))
+            click.echo(f"- {job.name} (line {job.line}): {' '.join(_quote(a) for a in argv)}")
+        return
     if dry_run:
         gpu_list = parse_gpus(gpus)
         mode = launcher if launcher != "auto" else ("subprocess" if gpu_list else "inprocess")
