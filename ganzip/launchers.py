@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 from . import batch
 from . import io as gio
 from .errors import GanzipError
-from .jobrun import BATCH_DIR, OUTCOME_FILE, WORKER_LOG, interrupted, launch, read_outcome, state_dir, write_job_file
+from .jobrun import BATCH_DIR, JOB_FILE, OUTCOME_FILE, WORKER_LOG, interrupted, launch, read_outcome, state_dir, write_job_file
 
 SLURM_RECORD = "slurm.json"  # OUT/_batch/slurm.json: the submitted array, for --status and --wait
 _QUEUED = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
@@ -111,7 +111,9 @@ def _ray_probe(paths: Sequence[str], token: str) -> dict:
 
 def _connect_ray(ray, address: str | None) -> bool:
     """Connect to (or start) a Ray cluster; returns True when this call started the connection."""
-    if address and address != "auto":
+    if address == "auto":
+        address = _find_ray_address(ray)
+    if address:
         host, port = _host_port(address)
         try:
             socket.create_connection((host, port), timeout=5).close()
@@ -129,6 +131,22 @@ def _connect_ray(ray, address: str | None) -> bool:
         raise GanzipError(f"{where}: cannot connect ({first}); start one with `ray start --head`, "
                           "or leave out --address to start a local one") from None
     return True
+
+
+def _find_ray_address(ray) -> str:
+    """What ``--address auto`` means to Ray: $RAY_ADDRESS, else the cluster `ray start` last started here."""
+    found = os.environ.get("RAY_ADDRESS") or None
+    if not found:
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            found = canonicalize_bootstrap_address("auto")
+        except Exception:  # noqa: BLE001 - a private helper; without it "auto" finds nothing
+            found = None
+    if not found or found == "auto":
+        raise GanzipError("--address auto: no running Ray cluster found on this machine (no $RAY_ADDRESS, nothing "
+                          "started by `ray start`): start one with `ray start --head`, or give HOST:PORT")
+    return found
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -465,7 +483,8 @@ def job_statuses(manifest: str | os.PathLike | batch.Manifest, out: str | os.Pat
 
     finished / skipped / failed / interrupted come from the job's folders,
     exactly as the leaderboard reads them; a job still in SLURM's queue is
-    ``queued`` or ``running``; one never submitted is ``pending``.
+    ``queued`` or ``running``; a Ray job whose worker started but recorded
+    nothing yet is ``started``; one never submitted is ``pending``.
     """
     m, root = _load(manifest, out)
     record = _read_record(root)
@@ -495,6 +514,8 @@ def job_statuses(manifest: str | os.PathLike | batch.Manifest, out: str | os.Pat
             oc.status = "interrupted"
             oc.error = ("stopped by the cluster before it finished (scancel, time limit, lost node): "
                         "it resumes from its checkpoint on the next run")
+        elif (sdir / JOB_FILE).is_file():
+            oc.status = "started"  # a Ray or local run: running now, or stopped before it finished
         out_list.append(st)
     return out_list
 

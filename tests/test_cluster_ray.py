@@ -76,6 +76,12 @@ def test_an_unreachable_address_is_one_line(first_run, cli):
     assert "--address 127.0.0.1:" in line
 
 
+def test_address_auto_with_no_cluster_running_is_one_line(first_run, cli, monkeypatch, tmp_path):
+    _, manifest, _, _ = first_run
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{_free_port()}")  # where `auto` looks first: nothing there
+    cli("batch", manifest, "--launcher", "ray", "--address", "auto").assert_user_error("cannot reach a Ray cluster")
+
+
 def test_without_ray_the_error_names_the_install_command(first_run, cli, monkeypatch):
     _, manifest, _, _ = first_run
     monkeypatch.setitem(sys.modules, "ray", None)  # what a missing package looks like to `import ray`
@@ -94,6 +100,8 @@ def test_a_manifest_folder_the_workers_cannot_see_is_refused(tmp_path):
     manifest = make_experiment(tmp_path)
     port = _free_port()
     ray_bin = str(Path(sys.executable).parent / "ray")
+    current = Path("/tmp/ray/ray_current_cluster")  # `ray start` records itself here for address="auto"
+    before = current.read_bytes() if current.is_file() else None
     # A Ray head whose processes live in their own mount namespace, with the experiment folder hidden.
     head = subprocess.Popen(
         ["unshare", "-m", "sh", "-c", f'mount -t tmpfs none "{tmp_path}" && exec "{ray_bin}" start --head --block '
@@ -121,6 +129,10 @@ def test_a_manifest_folder_the_workers_cannot_see_is_refused(tmp_path):
     finally:
         os.killpg(head.pid, 15)
         head.wait(timeout=60)
+        if before is None:
+            current.unlink(missing_ok=True)  # leave no pointer to the stopped cluster behind
+        else:
+            current.write_bytes(before)
 
 
 def test_the_job_json_round_trips_every_field(tmp_path):

@@ -169,7 +169,7 @@ def _print_status(m, out) -> None:
         oc = st.outcome
         counts[oc.status] = counts.get(oc.status, 0) + 1
         slurm = f" [SLURM {st.slurm_id}{' ' + st.queue_state if st.queue_state else ''}]" if st.slurm_id else ""
-        detail = oc.error if oc.error else (st.last_line if oc.status == "running" else "")
+        detail = oc.error if oc.error else (st.last_line if oc.status in ("running", "started") else "")
         click.echo(f"{oc.job.name:<{width}}  {oc.status:<11}{slurm}" + (f"  {detail}" if detail else ""))
     click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())), err=True)
 
