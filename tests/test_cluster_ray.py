@@ -126,7 +126,7 @@ def test_a_manifest_folder_the_workers_cannot_see_is_refused(tmp_path):
         assert res.returncode == 2, res.stderr[-3000:]
         assert len(errors) == 1 and "cannot see" in errors[0] and "storage that every node shares" in errors[0]
         assert "Traceback" not in res.stderr
-        assert not (tmp_path / "out" / "kd@w0.25").exists()  # nothing ran
+        assert not (tmp_path / "manifest-runs" / "kd@w0.25").exists()  # nothing ran
     finally:
         os.killpg(head.pid, 15)
         head.wait(timeout=60)
