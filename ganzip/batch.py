@@ -712,7 +712,8 @@ def error_from_output(returncode: int, output: str) -> str:
 
 @dataclass
 class JobOutcome:
-    """How one job ended: finished (ran now), skipped (finished earlier), failed, or pending (not reached)."""
+    """How one job ended: finished (ran now), skipped (finished earlier), failed, interrupted (stopped
+    by the cluster; it resumes next run), or pending (not reached)."""
 
     job: Job
     status: str
@@ -871,18 +872,7 @@ def run_batch(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | N
 
     rundir.check_path(root)
     rundir.check_replaceable(root, LEADERBOARD_FILES, overwrite=True, what="batch")  # before hours of jobs
-    outcomes = [JobOutcome(job=j, status="pending", folder=root / j.name) for j in m.jobs]
-    todo: list[JobOutcome] = []
-    for oc in outcomes:
-        state, message = _job_state(oc.job, oc.folder)
-        if state == "done":
-            oc.status = "skipped"
-            say(f"[skip] {oc.job.name}: finished earlier ({oc.folder})")
-        elif state == "changed":
-            oc.status, oc.error = "failed", message
-            say(f"[fail] {oc.job.name}: {message}")
-        else:
-            todo.append(oc)
+    outcomes, todo = plan_jobs(m, root, say)
 
     def announce(oc: JobOutcome, env_extra: Mapping[str, str]) -> None:
         pinned = f" on GPU {env_extra['CUDA_VISIBLE_DEVICES']}" if env_extra else ""
@@ -894,10 +884,7 @@ def run_batch(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | N
         oc.seconds = time.perf_counter() - t0
         if error is None:
             oc.status = "finished"
-            _write_batch_file(oc.folder / DONE_MARKER, json.dumps({
-                "name": oc.job.name, "spec": oc.job.spec(), "spec_hash": oc.job.spec_hash(),
-                "seconds": round(oc.seconds, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            }, indent=2, default=str) + "\n")
+            record_finished(oc.job, oc.folder, oc.seconds)
             say(f"[done] {oc.job.name} ({oc.seconds:.0f} s)")
         else:
             oc.status, oc.error = "failed", error
@@ -906,10 +893,7 @@ def run_batch(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | N
 
     def finish(measure: bool) -> dict[str, Path]:
         repeats = latency_repeats if (latency and measure) else 0
-        rows = leaderboard_rows(outcomes, latency=repeats > 0, repeats=repeats, device=latency_device)
-        for oc, row in zip(outcomes, rows):
-            oc.row = row
-        return write_leaderboard(root, m.path, rows, latency_info={"device": latency_device, "repeats": repeats})
+        return finish_batch(outcomes, root, m.path, latency_repeats=repeats, latency_device=latency_device)
 
     try:
         if mode == "inprocess" or len(workers) == 1:
@@ -923,6 +907,45 @@ def run_batch(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | N
         raise
     paths = finish(measure=True)
     return BatchResult(manifest=m.path, out=root, jobs=outcomes, leaderboard=paths)
+
+
+def plan_jobs(m: Manifest, root: Path, say: Callable[[str], None]) -> tuple[list[JobOutcome], list[JobOutcome]]:
+    """Every job's outcome, skipped and changed ones settled; returns (all outcomes, those still to run).
+
+    Every launcher starts from this, so skipping finished jobs and refusing
+    to reuse a finished run with other settings work the same on all of them.
+    """
+    outcomes = [JobOutcome(job=j, status="pending", folder=root / j.name) for j in m.jobs]
+    todo: list[JobOutcome] = []
+    for oc in outcomes:
+        state, message = _job_state(oc.job, oc.folder)
+        if state == "done":
+            oc.status = "skipped"
+            say(f"[skip] {oc.job.name}: finished earlier ({oc.folder})")
+        elif state == "changed":
+            oc.status, oc.error = "failed", message
+            say(f"[fail] {oc.job.name}: {message}")
+        else:
+            todo.append(oc)
+    return outcomes, todo
+
+
+def record_finished(job: Job, folder: Path, seconds: float) -> None:
+    """Write ``done.json``: the settings a finished job ran with (what later runs compare against)."""
+    _write_batch_file(folder / DONE_MARKER, json.dumps({
+        "name": job.name, "spec": job.spec(), "spec_hash": job.spec_hash(),
+        "seconds": round(seconds, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }, indent=2, default=str) + "\n")
+
+
+def finish_batch(outcomes: Sequence[JobOutcome], root: Path, manifest: Path, *, latency_repeats: int = 0,
+                 latency_device: str = "cpu") -> dict[str, Path]:
+    """Measure every row from the files on disk and write the leaderboard (every launcher ends here)."""
+    rows = leaderboard_rows(outcomes, latency=latency_repeats > 0, repeats=latency_repeats, device=latency_device)
+    for oc, row in zip(outcomes, rows):
+        oc.row = row
+    return write_leaderboard(root, manifest, rows,
+                             latency_info={"device": latency_device, "repeats": latency_repeats})
 
 
 def _run_pool(todo: list[JobOutcome], workers: list[dict[str, str]],
@@ -1129,7 +1152,8 @@ def write_leaderboard(out: Path, manifest: Path, rows: Sequence[Mapping], latenc
     columns = leaderboard_columns(rows)
     paths = {"json": out / "leaderboard.json", "csv": out / "leaderboard.csv", "md": out / "leaderboard.md"}
     rundir.check_replaceable(out, LEADERBOARD_FILES, overwrite=True, what="batch")
-    counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("finished", "skipped", "failed", "pending")}
+    counts = {s: sum(1 for r in rows if r["status"] == s)
+              for s in ("finished", "skipped", "failed", "interrupted", "pending")}
     groups = seed_groups(rows, columns)
     gio.atomic_write_json(paths["json"], {
         "manifest": str(manifest), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "counts": counts,
@@ -1159,6 +1183,7 @@ def write_leaderboard(out: Path, manifest: Path, rows: Sequence[Mapping], latenc
     md_cols = [c for c in columns if c not in ("student", "error")]
     lines = [f"# Leaderboard: {manifest.name}", "",
              f"{counts['finished']} finished now, {counts['skipped']} finished earlier, {counts['failed']} failed"
+             + (f", {counts['interrupted']} interrupted (they resume next run)" if counts["interrupted"] else "")
              + (f", {counts['pending']} not run" if counts["pending"] else "") + ".", ""]
     if latency_info.get("repeats"):
         lines += [f"Latency: median of {latency_info['repeats']} forward passes of one image at each job's size, "
@@ -1188,6 +1213,6 @@ def write_leaderboard(out: Path, manifest: Path, rows: Sequence[Mapping], latenc
 
 __all__ = [
     "BatchResult", "Job", "JobOutcome", "Manifest", "TomlLocator", "error_from_output", "job_argv",
-    "leaderboard_rows", "load_manifest", "overrides_from", "parse_gpus", "plan_workers", "run_batch",
-    "write_leaderboard",
+    "finish_batch", "leaderboard_rows", "load_manifest", "overrides_from", "parse_gpus", "plan_jobs", "plan_workers",
+    "record_finished", "run_batch", "write_leaderboard",
 ]

@@ -55,6 +55,7 @@ from . import rundir
 from .config import RecipeConfig
 from .devices import resolve_device
 from .errors import AssetMissingError, GanzipError, NonFiniteLossError, in_stage
+from .progress import progress_bar
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_JSON = "state.json"
@@ -1151,10 +1152,8 @@ def _train(teacher, student, discriminator, data, cfg, opts, plan, env, device, 
             save_checkpoint(ckpt_dir, tensors, state)
         ddp.barrier(env)
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, initial=start, disable=opts.quiet or not env.is_main, file=sys.stderr,
-               dynamic_ncols=True, desc=f"compress {cfg.name}", unit="step")
+    bar = progress_bar(total=total, initial=start, disable=opts.quiet or not env.is_main, file=sys.stderr,
+                       desc=f"compress {cfg.name}", unit="step")
     loader = _Loader(data.train, order, opts.workers, t.seed + env.rank, pin=device.type == "cuda")
     autocast = lambda: _autocast(device, t.amp)  # noqa: E731
     d_fakes = plan.d_fakes

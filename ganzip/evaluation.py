@@ -26,6 +26,7 @@ import torch
 
 from . import rundir
 from .errors import AssetMissingError, GanzipError, in_stage
+from .progress import progress_iter
 
 
 @dataclass
@@ -133,9 +134,7 @@ def _reference_stats(extractor, data, split, size, direction, target, real_stats
     ds = open_target(data, split=split, size=size, direction=direction)
     feats = []
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
-    from tqdm import tqdm
-
-    for batch in tqdm(loader, desc="FID reference", disable=not progress, leave=False):
+    for batch in progress_iter(loader, desc="FID reference", disable=not progress, leave=False):
         feats.append(extractor(_rgb3(_round_uint8(batch["B"]), "target data")))
     stats = fidm.Statistics.from_features(np.concatenate(feats), source=f"{data} ({split} targets)",
                                           protocol=extractor.protocol)
@@ -302,8 +301,6 @@ def _evaluate(student, teacher=None, data=None, target=None, size: int = 256, ba
                                    progress, notes)
 
         # ---- generate and measure, batch by batch
-        from tqdm import tqdm
-
         feats = {"student": [], "teacher": []}
         per_image: dict[str, list[torch.Tensor]] = {}
         grid: list[dict[str, torch.Tensor]] = []
@@ -311,7 +308,7 @@ def _evaluate(student, teacher=None, data=None, target=None, size: int = 256, ba
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
         out_dir = Path(out) if out is not None else None
         count = 0
-        for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
+        for batch in progress_iter(loader, desc="evaluate", unit="batch", disable=not progress):
             x = batch["A"].to(dev)
             with torch.inference_mode():
                 outs = {"student": fidm.to_uint8(s_model(x))}
