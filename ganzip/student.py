@@ -127,12 +127,20 @@ def _exact_concats():
 def _map_concat(cat_node, dim: int, sizes: list[int], fns: list[Any], mapping_cls) -> bool:
     if dim != 1:
         return True  # not a channel concatenation: no index mapping, as torch-pruning does
-    where: dict[Any, int] = {}
-    for i, f in enumerate(fns):
-        if f is not None:
-            where.setdefault(f, i)
-    if any(n.grad_fn not in where for n in cat_node.inputs):
-        return False
+    plan = getattr(cat_node, "_ganzip_plan", None)
+    if plan is None:  # which input sits where, and the dependencies to map: fixed for the graph's life
+        where: dict[Any, int] = {}
+        for i, f in enumerate(fns):
+            if f is not None:
+                where.setdefault(f, i)
+        if any(n.grad_fn not in where for n in cat_node.inputs):
+            return False
+        plan = []
+        for in_node in cat_node.inputs:
+            back = next((d for d in cat_node.dependencies if d.target is in_node), None)
+            fwd = next((d for d in in_node.dependencies if d.target is cat_node), None)
+            plan.append((where[in_node.grad_fn], back, fwd))
+        cat_node._ganzip_plan = plan
     if cat_node.module.concat_sizes is None or len(cat_node.module.concat_sizes) != len(sizes):
         cat_node.module.concat_sizes = list(sizes)  # later calls see the sizes as pruning has left them
     offsets = [0]
@@ -141,17 +149,12 @@ def _map_concat(cat_node, dim: int, sizes: list[int], fns: list[Any], mapping_cl
     cat_node.module.offsets = offsets
     if not cat_node.enable_index_mapping:
         return True
-    for in_node in cat_node.inputs:
-        i = where[in_node.grad_fn]
+    for i, back, fwd in plan:
         span = offsets[i:i + 2]
-        for dep in cat_node.dependencies:
-            if dep.target is in_node:
-                dep.index_mapping[1] = mapping_cls(offset=span, reverse=True)
-                break
-        for dep in in_node.dependencies:
-            if dep.target is cat_node:
-                dep.index_mapping[1] = mapping_cls(offset=span, reverse=False)
-                break
+        if back is not None:
+            back.index_mapping[1] = mapping_cls(offset=span, reverse=True)
+        if fwd is not None:
+            fwd.index_mapping[1] = mapping_cls(offset=span, reverse=False)
     return True
 
 
@@ -194,7 +197,7 @@ def _tied_layers(model: nn.Module, example: torch.Tensor, out_shape, width: floa
 
 
 def _buffers(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in model.state_dict(keep_vars=False).items() if k in dict(model.named_buffers())}
+    return {k: v.detach().clone() for k, v in model.named_buffers()}
 
 
 def _restore_buffers(model: nn.Module, saved: Mapping[str, torch.Tensor]) -> None:
@@ -486,7 +489,8 @@ def describe(model: nn.Module) -> dict[str, Any]:
     layers: dict[str, Any] = {}
     for name, m in model.named_modules():
         tensors = {k: list(v.shape) for k, v in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)) if v is not None}
-        attrs = {a: getattr(m, a) for a in _CHANNEL_ATTRS if hasattr(m, a) and isinstance(getattr(m, a), (int, tuple, list))}
+        # Only plain instance attributes: a read-only property (smp encoders' out_channels) is derived, not stored.
+        attrs = {a: m.__dict__[a] for a in _CHANNEL_ATTRS if isinstance(m.__dict__.get(a), (int, tuple, list))}
         if tensors or attrs:
             layers[name] = {"type": type(m).__name__, "attrs": {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()}, "tensors": tensors}
     return layers
@@ -500,7 +504,10 @@ def _apply_structure(model: nn.Module, layers: Mapping[str, Any]) -> None:
             raise GanzipError(f"the student's structure does not match its architecture at {name or '<root>'}: "
                               "was it saved by another ganzip or architecture version?")
         for attr, value in info["attrs"].items():
-            setattr(m, attr, tuple(value) if isinstance(getattr(m, attr, None), tuple) else value)
+            try:
+                setattr(m, attr, tuple(value) if isinstance(getattr(m, attr, None), tuple) else value)
+            except AttributeError:  # a read-only property: the tensor shapes below rebuild the layer
+                pass
         for tname, shape in info["tensors"].items():
             if tname in m._parameters and m._parameters[tname] is not None:
                 m._parameters[tname] = nn.Parameter(torch.empty(shape), requires_grad=m._parameters[tname].requires_grad)
