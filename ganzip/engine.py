@@ -1202,6 +1202,7 @@ def compress(
     tensorboard: bool = False,
     max_steps: int | None = None,
     evaluate: bool = True,
+    in_channels: int | None = None,
 ) -> CompressResult:
     """Distil a teacher generator into a student with ``width`` of its channels.
 
@@ -1220,6 +1221,7 @@ def compress(
         max_steps: stop after this many steps without finishing the run (for
             splitting a run into sessions; the schedule spans the whole run).
         evaluate: call ``ganzip.evaluation.evaluate`` at the end to write the reports.
+        in_channels: the image channels the teacher takes, when the guess is wrong (``--in-channels``).
 
     Returns a :class:`CompressResult`: paths in ``out``, metrics, the trained student.
     Under torchrun every rank returns; only rank 0's paths are set.
@@ -1235,7 +1237,7 @@ def compress(
                          out=Path(out), init=init, round_to=round_to, trust_pickle=trust_pickle,
                          checkpoint_every=checkpoint_every, eval_every=eval_every, log_every=log_every,
                          workers=workers, resume=resume, overwrite=overwrite, quiet=quiet, offline=offline,
-                         tensorboard=tensorboard, max_steps=max_steps, evaluate=evaluate)
+                         tensorboard=tensorboard, max_steps=max_steps, evaluate=evaluate, in_channels=in_channels)
     finally:
         ddp.teardown(env)
 
@@ -1258,9 +1260,10 @@ def _on_main(env: ddp.DistEnv, fn: Callable[[], Any]):
 
 def _compress(model, cfg: RecipeConfig, env: ddp.DistEnv, device: torch.device, *, data, width, arch, arch_opts,
               target, out: Path, init, round_to, trust_pickle, checkpoint_every, eval_every, log_every, workers,
-              resume, overwrite, quiet, offline, tensorboard, max_steps, evaluate) -> CompressResult:
+              resume, overwrite, quiet, offline, tensorboard, max_steps, evaluate, in_channels=None) -> CompressResult:
     from .loading import check_image_model, load_generator, parse_arch_opts
-    from .student import build_student
+    from .metrics.cost import set_in_channels
+    from .student import build_student, check_batch_size
 
     warnings_: list[str] = []
     mode = _on_main(env, lambda: prepare_out(out, resume=resume, overwrite=overwrite))
@@ -1275,7 +1278,8 @@ def _compress(model, cfg: RecipeConfig, env: ddp.DistEnv, device: torch.device, 
                                  trust_pickle=trust_pickle, device="cpu")
         teacher_source, teacher_sha = str(path), _file_sha256(path)
     teacher = teacher.cpu().eval()
-    check_image_model(teacher, cfg.train.size)
+    set_in_channels(teacher, in_channels)
+    check_image_model(teacher, cfg.train.size, in_channels)
 
     # ---- data and the loss terms it allows
     bundle = open_training_data(data, target, cfg)
@@ -1289,6 +1293,7 @@ def _compress(model, cfg: RecipeConfig, env: ddp.DistEnv, device: torch.device, 
 
     in_ch = infer_in_channels(teacher)
     student = build_student(teacher, width, init=init, round_to=round_to, seed=cfg.train.seed)
+    check_batch_size(student, cfg.train.batch_size)
     D = None
     if plan.use_discriminator:
         D = build_discriminator(cfg, in_ch, _out_channels(teacher, in_ch, getattr(teacher, "min_size", 64)), cfg.train.seed)

@@ -583,3 +583,27 @@ def load_student(path: str | Path, device="cpu", arch: str | None = None) -> nn.
     model.ganzip_spec = spec
     model.ganzip_student = json.loads(meta.get("ganzip.student", "{}"))
     return model.to(resolve_device(device)).eval()
+
+
+def check_batch_size(model: nn.Module, batch_size: int, in_channels: int | None = None, size: int = 32) -> None:
+    """Refuse, in one line, a batch size the model cannot train at.
+
+    A BatchNorm after global pooling (an ASPP pooling branch) sees one value per
+    channel at batch size 1 and fails in train mode; say so before training.
+    """
+    from .metrics.cost import infer_in_channels
+
+    if batch_size != 1:
+        return
+    model = model.cpu()
+    c = in_channels or infer_in_channels(model)
+    s = max(size, getattr(model, "min_size", 0) or 0)
+    _, at_one = _run(model, torch.zeros(1, c, s, s), training=True)
+    if at_one is None:
+        return
+    _, at_two = _run(model, torch.zeros(2, c, s, s), training=True)
+    if at_two is None:
+        stack, _, message = at_one
+        where = next((n for n in reversed(stack) if n), "the model")
+        raise GanzipError(f"training at batch size 1 fails at {where} ({message}): a BatchNorm after global "
+                          "pooling needs more than one image per step; use --batch-size 2 (batch_size=2)")

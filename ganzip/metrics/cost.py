@@ -67,6 +67,15 @@ def infer_in_channels(model: nn.Module, default: int = 3, size: int | None = Non
     return guess
 
 
+def set_in_channels(model: nn.Module, channels: int | None) -> None:
+    """Tell ganzip how many image channels `model` takes (``in_channels=`` / ``--in-channels``)."""
+    if channels is None:
+        return
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise GanzipError(f"--in-channels must be a positive integer, got {channels!r}")
+    _GUESSED[model] = channels
+
+
 def _runs(model: nn.Module, channels: int, size: int, device) -> bool:
     try:
         with torch.no_grad(), warnings.catch_warnings():
