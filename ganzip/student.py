@@ -293,15 +293,19 @@ def _prune(teacher: nn.Module, example: torch.Tensor, width: float, round_to: in
                 return model(x)
 
         importance = _SafeImportance(tp.importance.MagnitudeImportance(p=2))
-        pruner = tp.pruner.MetaPruner(
-            student, example,
-            importance=importance,
-            pruning_ratio=(1.0 - width) - 1e-9,  # so exact products floor to themselves
-            ignored_layers=[mods[n] for n in keep if n in mods],
-            round_to=round_to if round_to > 1 else None,
-            global_pruning=False,
-            forward_fn=forward,
-        )
+        try:
+            pruner = tp.pruner.MetaPruner(
+                student, example,
+                importance=importance,
+                pruning_ratio=(1.0 - width) - 1e-9,  # so exact products floor to themselves
+                ignored_layers=[mods[n] for n in keep if n in mods],
+                round_to=round_to if round_to > 1 else None,
+                global_pruning=False,
+                forward_fn=forward,
+            )
+        except Exception as exc:  # the tracer meets what it cannot follow: the user's model, not ganzip
+            raise GanzipError(f"torch-pruning cannot trace this model's channel structure ({_first_line(exc)}); "
+                              "nothing was pruned: report the architecture to ganzip") from exc
         student.eval()
         _restore_buffers(student, saved)
         for group in pruner.step(interactive=True):

@@ -57,4 +57,7 @@ def format_profile(result: dict) -> str:
         r = result["ratios"]
         rows.append(("ratio", f"{r['macs']:.2f}x", f"{r['params']:.2f}x", "-" if r["latency"] is None else f"{r['latency']:.2f}x"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows)
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    for u in result.get("unpruned", []):  # what the student keeps at the teacher's width, and why
+        lines.append(f"full width: {u['layer']}: {u['reason']}")
+    return "\n".join(lines)
