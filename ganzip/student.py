@@ -90,6 +90,7 @@ class _CatRecorder(TorchFunctionMode):
     def __init__(self):
         super().__init__()
         self.cats: dict[Any, tuple[int, list[int], list[Any]]] = {}
+        self.pruned = 0  # groups pruned so far
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -110,18 +111,26 @@ def _exact_concats():
     from torch_pruning.dependency import index_mapping as im
 
     recorder = _CatRecorder()
-    original = im.update_concat_index_mapping
+    original, original_all = im.update_concat_index_mapping, im.update_index_mapping
+    done: dict[int, int] = {}
 
     def exact(graph, cat_node):
         info = recorder.cats.get(cat_node.grad_fn)
         if info is None or not _map_concat(cat_node, *info, im._ConcatIndexMapping):
             return original(graph, cat_node)
 
-    im.update_concat_index_mapping = exact
+    def once_per_prune(graph):
+        # torch-pruning re-derives every index mapping before each group it forms (O(groups x nodes));
+        # the mappings only change when a group is pruned, which `recorder.pruned` counts.
+        if done.get(id(graph)) != recorder.pruned:
+            original_all(graph)
+            done[id(graph)] = recorder.pruned
+
+    im.update_concat_index_mapping, im.update_index_mapping = exact, once_per_prune
     try:
         yield recorder
     finally:
-        im.update_concat_index_mapping = original
+        im.update_concat_index_mapping, im.update_index_mapping = original, original_all
 
 
 def _map_concat(cat_node, dim: int, sizes: list[int], fns: list[Any], mapping_cls) -> bool:
@@ -143,10 +152,14 @@ def _map_concat(cat_node, dim: int, sizes: list[int], fns: list[Any], mapping_cl
         cat_node._ganzip_plan = plan
     if cat_node.module.concat_sizes is None or len(cat_node.module.concat_sizes) != len(sizes):
         cat_node.module.concat_sizes = list(sizes)  # later calls see the sizes as pruning has left them
+    current = tuple(cat_node.module.concat_sizes)
+    if getattr(cat_node, "_ganzip_mapped", None) == current:
+        return True  # mapped for these sizes already
     offsets = [0]
-    for c in cat_node.module.concat_sizes:
+    for c in current:
         offsets.append(offsets[-1] + c)
     cat_node.module.offsets = offsets
+    cat_node._ganzip_mapped = current
     if not cat_node.enable_index_mapping:
         return True
     for i, back, fwd in plan:
@@ -311,6 +324,7 @@ def _prune(teacher: nn.Module, example: torch.Tensor, width: float, round_to: in
         for group in pruner.step(interactive=True):
             members = {names[d.target.module] for d, _ in group if d.target.module in names}
             root = names.get(group[0].dep.target.module)
+            recorder.pruned += 1
             try:
                 group.prune()
             except Exception as exc:  # torch-pruning could not apply its own group: rebuild without it
@@ -393,9 +407,9 @@ def _search(teacher, example, width, round_to, tied, shapes, train_trace):
 
 
 def _trace_input(teacher: nn.Module, in_ch: int, size: int | None) -> torch.Tensor:
-    """A small input for tracing: channel structure does not depend on the image side, cost does."""
+    """A small input for tracing (16 px if the model runs on it): channels do not depend on the side, cost does."""
     full = size or getattr(teacher, "min_size", 64)
-    for s in dict.fromkeys((min(full, 32), min(full, 64), full)):
+    for s in dict.fromkeys((min(full, 16), min(full, 32), min(full, 64), full)):
         x = torch.zeros(1, in_ch, s, s)
         y, failure = _run(teacher, x, False)
         if failure is None and isinstance(y, torch.Tensor):

@@ -53,7 +53,8 @@ def infer_in_channels(model: nn.Module, default: int = 3, size: int | None = Non
     was_training = model.training
     model.eval()
     try:
-        for s in dict.fromkeys((max(getattr(model, "min_size", 0) or 0, 32), size or 64)):
+        min_size = getattr(model, "min_size", 0) or 0
+        for s in dict.fromkeys((max(min_size, 16), max(min_size, 32), size or 64)):
             found = next((c for c in dict.fromkeys(candidates) if c > 0 and _runs(model, c, s, device)), None)
             if found is not None:
                 guess = found
