@@ -14,6 +14,7 @@ fully-convolutional models scale with the pixel count) and what stayed whole.
     python bench/student_build.py                   # every architecture, a table
     python bench/student_build.py --json out.json   # and the raw numbers
     python bench/student_build.py --only DnCNN      # one (a substring of the name)
+    python bench/student_build.py --markdown        # also the table of docs/models.md
 """
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--only", default=None, help="run the architectures whose name contains this")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--markdown", action="store_true", help="also print the table of docs/models.md")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -109,6 +111,40 @@ def main() -> None:
               f"{r['params_ratio']:8.2f} {r['macs_ratio']:7.2f} {len(r['unpruned']):5d}  {'yes' if within else 'NO'}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
+    if args.markdown:
+        print()
+        print(markdown(rows))
+
+
+def _why(reason: str) -> str:
+    for key, short in (("writes the output", "output layer"), ("image's", "on the image's channels"),
+                       ("would leave", "too few channels"), ("cannot follow", "torch-pruning cannot map it"),
+                       ("failed to prune", "torch-pruning failed on it"), ("broke the student", "broke the student")):
+        if key in reason:
+            return short
+    return reason
+
+
+def markdown(rows: list[dict]) -> str:
+    """The docs/models.md table: what stayed at full width (grouped by reason) and the ratios reached."""
+    from tests.third_party_models import CATALOGUE
+
+    structure = {e.name: e.structure for e in CATALOGUE}
+    structure.update({n: "encoder-decoder, 24M parameters" for n in EXTRA})
+    lines = ["| architecture | structure | params | params × | MACs × | left at full width |",
+             "|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['name']} | {structure.get(r['name'], '')} | | | | refused: {r['error']} |")
+            continue
+        by_reason: dict[str, list[str]] = {}
+        for u in r["unpruned"]:
+            by_reason.setdefault(_why(u["reason"]), []).append(u["layer"])
+        left = "; ".join(f"{why}: {', '.join(f'`{n}`' for n in names[:3])}"
+                         + (f" (+{len(names) - 3})" if len(names) > 3 else "") for why, names in by_reason.items())
+        lines.append(f"| {r['name']} | {structure.get(r['name'], '')} | {r['params'] / 1e6:.2f}M | "
+                     f"{r['params_ratio']:.2f} | {r['macs_ratio']:.2f} | {left} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -377,10 +377,15 @@ def _culprits(stack: list[str], last_done: str, groups, level: int) -> list[str]
     return hits[min(level, len(hits) - 1)]
 
 
-def _search(teacher, example, width, round_to, tied, shapes, train_trace):
-    """Prune, check, leave the breaking groups at full width, and retry."""
+def _search(teacher, example, width, round_to, tied, shapes, train_trace, twins=True):
+    """Prune, check, leave the breaking groups at full width, and retry.
+
+    With `twins`, once a layer breaks in a second block of the same class, it is
+    left whole in every block of that class: one rebuild per class, not per block.
+    """
     keep = dict(tied)
     seen: dict[tuple, int] = {}
+    owners: set = set()
     for _ in range(_MAX_TRIES):
         untraceable: dict[str, str] = {}
         try:
@@ -403,7 +408,33 @@ def _search(teacher, example, width, round_to, tied, shapes, train_trace):
             return None, keep, message
         for r in roots:
             keep[r] = f"pruning it broke the student ({message})"
+        if twins:  # the second block of a class that breaks the same way: leave that layer in all of them
+            repeated = [r for r in roots if _owner_key(teacher, r) in owners]
+            owners.update(_owner_key(teacher, r) for r in roots)
+            for twin, r in _twins(teacher, repeated).items():
+                keep.setdefault(twin, f"the same layer as {r} in a block of the same class")
     return None, keep, f"still broken after {_MAX_TRIES} rebuilds"
+
+
+def _owner_key(model: nn.Module, name: str):
+    parent, _, leaf = name.rpartition(".")
+    owner = model.get_submodule(parent) if parent else None
+    return (type(owner), leaf) if owner is not None else None
+
+
+def _twins(model: nn.Module, roots: list[str]) -> dict[str, str]:
+    """The same child layer in every other instance of the block class that owns each root."""
+    mods = dict(model.named_modules())
+    out: dict[str, str] = {}
+    for r in roots:
+        parent, _, leaf = r.rpartition(".")
+        owner = mods.get(parent) if parent else None
+        if owner is None or type(owner).__module__.startswith("torch.nn"):
+            continue  # a Sequential or ModuleList says nothing about what its items are
+        for name, m in mods.items():
+            if name != parent and type(m) is type(owner) and f"{name}.{leaf}" in mods and f"{name}.{leaf}" not in roots:
+                out.setdefault(f"{name}.{leaf}", r)
+    return out
 
 
 def _trace_input(teacher: nn.Module, in_ch: int, size: int | None) -> torch.Tensor:
@@ -475,6 +506,9 @@ def build_student(teacher: nn.Module, width: float, init: str = "scratch", round
     shapes = _reference_shapes(reference, example_input)
     tied = _tied_layers(reference, example_input, shapes[False], width, round_to)
     student, keep, message = _search(reference, example_input, width, round_to, tied, shapes, train_trace=False)
+    if student is None or (width < 1.0 and count_params(student) >= count_params(reference)):
+        student, keep, message = _search(reference, example_input, width, round_to, tied, shapes, train_trace=False,
+                                         twins=False)  # generalising to every block may have been too much
     trace = "eval"
     if len(keep) > len(tied):  # something broke: a trace in train mode may follow more (re-parameterised layers)
         other, other_keep, other_message = _search(reference, example_input, width, round_to, tied, shapes, train_trace=True)
