@@ -119,7 +119,8 @@ def main() -> None:
 def _why(reason: str) -> str:
     for key, short in (("writes the output", "output layer"), ("image's", "on the image's channels"),
                        ("would leave", "too few channels"), ("cannot follow", "torch-pruning cannot map it"),
-                       ("failed to prune", "torch-pruning failed on it"), ("broke the student", "broke the student")):
+                       ("failed to prune", "torch-pruning failed on it"), ("broke the student", "broke the student"),
+                       ("the same layer as", "its twin broke in another block of the class")):
         if key in reason:
             return short
     return reason
