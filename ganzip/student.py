@@ -1,7 +1,10 @@
 """Students: the teacher's own architecture with every channel group scaled by `width`.
 
 `build_student` uses torch-pruning's dependency graph, so residual adds, U-Net
-concatenations, transposed and depthwise convolutions stay consistent. The
+concatenations, transposed and depthwise convolutions stay consistent. Layers
+tied to the image, and groups that torch-pruning cannot follow or that break
+the student, stay at full width and are recorded with their reason; the
+student is checked to run and to keep the teacher's output shape. The
 result is a plain `nn.Module`. `save_student` writes it as safetensors with
 its structure (per-layer channel configuration and the teacher's architecture
 spec) in the metadata; `load_student` rebuilds it from that, without pickle and
