@@ -24,6 +24,16 @@ optionally writes them as JSON.
   of the angle term can do less than touch every triplet once; ganzip's time is reported
   relative to both.
 
+* scaling (--scaling-sizes, default 128 256 512): CPU time of ganzip's forward+backward
+  at each image size S (batch 1), of the direct formulation up to --scaling-direct-max
+  (default 256: at 512 it needs about 16x the 256 time and several GB), and of the
+  floor; then the exponent p of a least-squares fit time ~ S^p for each. Rows and
+  columns have N = S vectors of D = 3S, so the N^3 floor grows as S^3, the Gram and
+  close-pair work as N^2 D = 3 S^3 too, and the direct formulation's N^3 D as S^4.
+* --input: random images (default), or `half-flat` (left half 0.97 + 1e-6 noise, the
+  issue-13 case: many close pairs, so the explicit-difference path does work) or
+  `bands` (three flat colour bands + 1e-6 noise).
+
 The bench sets OMP_WAIT_POLICY=PASSIVE before torch loads (see `_set_omp_wait_policy`);
 `--omp-wait-policy default` measures with libgomp's spinning threads instead.
 
@@ -35,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -76,17 +87,29 @@ from ganzip.losses import CRDLoss, crd_slices  # noqa: E402
 from tests.reference_crd import crd_direct  # noqa: E402
 
 
-def _inputs(batch: int, size: int, seed: int = 0):
+def _image(kind: str, batch: int, size: int, g: torch.Generator) -> torch.Tensor:
+    x = torch.rand(batch, 3, size, size, generator=g) * 2 - 1
+    if kind == "half-flat":
+        x[..., : size // 2] = 0.97 + 1e-6 * torch.randn(batch, 3, size, size // 2, generator=g)
+    elif kind == "bands":
+        colours = torch.rand(batch, 3, 3, generator=g) * 2 - 1  # batch x band x channel
+        band = torch.arange(size) * 3 // size
+        x = colours[:, band].permute(0, 2, 1).unsqueeze(3).expand(batch, 3, size, size)
+        x = x + 1e-6 * torch.randn(batch, 3, size, size, generator=g)
+    return x.contiguous()
+
+
+def _inputs(batch: int, size: int, seed: int = 0, kind: str = "random"):
     g = torch.Generator().manual_seed(seed)
-    student = (torch.rand(batch, 3, size, size, generator=g) * 2 - 1).requires_grad_(True)
-    teacher = torch.rand(batch, 3, size, size, generator=g) * 2 - 1
+    student = _image(kind, batch, size, g).requires_grad_(True)
+    teacher = _image(kind, batch, size, g)
     return student, teacher
 
 
-def _loss_fn(which: str, patch_size: int, chunk_size: int | None):
+def _loss_fn(which: str, patch_size: int, chunk_size: int | None, precision: str = "auto"):
     if which == "direct":
         return lambda s, t: crd_direct(s, t, patch_size=patch_size)
-    module = CRDLoss(patch_size=patch_size, chunk_size=chunk_size)
+    module = CRDLoss(patch_size=patch_size, chunk_size=chunk_size, precision=precision)
     return module
 
 
@@ -107,9 +130,9 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def _memory_child(which: str, batch: int, size: int, patch_size: int, chunk_size: int | None) -> None:
-    student, teacher = _inputs(batch, size)
-    fn = _loss_fn(which, patch_size, chunk_size)
+def _memory_child(which: str, args) -> None:
+    student, teacher = _inputs(args.batch[0], args.size, kind=args.input)
+    fn = _loss_fn(which, args.patch_size, args.chunk_size, args.precision)
     before = _status_kib("VmRSS") * 1024
     _fwd_bwd(fn, student, teacher)
     peak = _status_kib("VmHWM") * 1024
@@ -119,7 +142,7 @@ def _memory_child(which: str, batch: int, size: int, patch_size: int, chunk_size
 def _measure_memory(which: str, args, batch: int) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_memory-child", which, "--size", str(args.size),
            "--batch", str(batch), "--patch-size", str(args.patch_size), "--omp-wait-policy", args.omp_wait_policy,
-           "--threads", str(torch.get_num_threads())]
+           "--threads", str(torch.get_num_threads()), "--input", args.input, "--precision", args.precision]
     if args.chunk_size:
         cmd += ["--chunk-size", str(args.chunk_size)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -147,15 +170,58 @@ def _floor_seconds(student, teacher, patch_size: int, repeats: int) -> dict:
     }
     out = {}
     for name, op in ops.items():
-        times = []
+        times, cpu = [], []
         for _ in range(repeats + 1):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for cs, ct, reps in chunks:
                 for _ in range(reps):
                     op(cs, ct)
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         out[name] = statistics.median(times[1:])
+        out[name + "_cpu"] = statistics.median(cpu[1:])
     return out
+
+
+def _fit_exponent(sizes, seconds) -> float:
+    """Least-squares slope of log(seconds) against log(size)."""
+    xs, ys = [math.log(s) for s in sizes], [math.log(t) for t in seconds]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def _scaling(args) -> dict:
+    """CPU seconds (median of repeats) at each of --scaling-sizes, batch 1, and the fits."""
+    rows = []
+    for size in args.scaling_sizes:
+        student, teacher = _inputs(1, size, kind=args.input)
+        patch = args.patch_size if size % args.patch_size == 0 else 16
+        ganzip = _loss_fn("ganzip", patch, args.chunk_size, args.precision)
+        _fwd_bwd(ganzip, student, teacher)  # warm-up
+        cpu = {"ganzip": [_fwd_bwd(ganzip, student, teacher)[1] for _ in range(args.repeats)]}
+        if size <= args.scaling_direct_max:
+            direct = _loss_fn("direct", patch, None)
+            cpu["direct"] = [_fwd_bwd(direct, student, teacher)[1] for _ in range(max(1, args.repeats // 2))]
+        floor = _floor_seconds(student.detach(), teacher, patch, args.repeats)
+        row = {"size": size, "patch_size": patch, "cpu_s": cpu,
+               "median_cpu_s": {k: statistics.median(v) for k, v in cpu.items()}, "floor_cpu_s": floor["huber_cpu"]}
+        row["ganzip_over_floor"] = row["median_cpu_s"]["ganzip"] / row["floor_cpu_s"]
+        rows.append(row)
+        med = row["median_cpu_s"]
+        direct_txt = (f"direct {med['direct'] * 1e3:9.1f} ms ({med['direct'] / med['ganzip']:.1f}x)"
+                      if "direct" in med else "direct not run (too costly: see --scaling-direct-max)")
+        print(f"  {size:4d}^2: ganzip {med['ganzip'] * 1e3:8.1f} ms cpu, floor {row['floor_cpu_s'] * 1e3:7.1f} ms "
+              f"(ganzip {row['ganzip_over_floor']:.1f}x the floor), {direct_txt}")
+    sizes = [r["size"] for r in rows]
+    fits = {"ganzip": _fit_exponent(sizes, [r["median_cpu_s"]["ganzip"] for r in rows]),
+            "floor": _fit_exponent(sizes, [r["floor_cpu_s"] for r in rows])}
+    with_direct = [r for r in rows if "direct" in r["median_cpu_s"]]
+    if len(with_direct) >= 2:
+        fits["direct"] = _fit_exponent([r["size"] for r in with_direct],
+                                       [r["median_cpu_s"]["direct"] for r in with_direct])
+    print("  fitted exponent p of cpu time ~ S^p: " + ", ".join(f"{k} {v:.2f}" for k, v in fits.items())
+          + " (the N^3 floor is S^3; the direct formulation's N^3 D is S^4)")
+    return {"sizes": rows, "exponents": fits}
 
 
 def run(args) -> dict:
@@ -177,15 +243,17 @@ def run(args) -> dict:
                         "in cache-sized chunks of anchors, forward only",
         "time_budget_s": args.time_budget,
         "memory_batches": args.memory_batches,
+        "input": args.input,
+        "precision": args.precision,
         "runs": [],
     }
     deadline = time.perf_counter() + args.time_budget
     direct_per_image = None  # seconds, from the last direct run
     for b_index, batch in enumerate(args.batch):
         measure_memory = batch in args.memory_batches
-        student, teacher = _inputs(batch, args.size)
+        student, teacher = _inputs(batch, args.size, kind=args.input)
         fns = {"direct": _loss_fn("direct", args.patch_size, None),
-               "ganzip": _loss_fn("ganzip", args.patch_size, args.chunk_size)}
+               "ganzip": _loss_fn("ganzip", args.patch_size, args.chunk_size, args.precision)}
         values = {"ganzip": _fwd_bwd(fns["ganzip"], student, teacher)[2]}  # warm-up (the direct one is too slow)
         wall = {"direct": [], "ganzip": []}
         cpu = {"direct": [], "ganzip": []}
@@ -226,6 +294,9 @@ def run(args) -> dict:
             run_["memory_ratio"] = mem["ganzip"]["delta_bytes"] / max(1, mem["direct"]["delta_bytes"])
         results["runs"].append(run_)
         _print_run(run_)
+    if args.scaling_sizes:
+        print(f"scaling, batch 1, {args.input} inputs, median of {args.repeats} (ganzip) runs:")
+        results["scaling"] = _scaling(args)
     results["load_average_after"] = list(os.getloadavg())
     return results
 
@@ -263,13 +334,21 @@ def main(argv=None) -> None:
                         "at least one of each is always taken")
     p.add_argument("--memory-batches", type=int, nargs="*", default=[1],
                    help="batch sizes whose peak memory is measured (default 1; none: skip)")
+    p.add_argument("--input", choices=("random", "half-flat", "bands"), default="random",
+                   help="input images (default random; see above)")
+    p.add_argument("--precision", choices=("auto", "float64", "float32"), default="auto",
+                   help="ganzip's CRDLoss precision (default auto: float64 on the CPU)")
+    p.add_argument("--scaling-sizes", type=int, nargs="*", default=[128, 256, 512],
+                   help="image sizes of the scaling run (default 128 256 512; none: skip)")
+    p.add_argument("--scaling-direct-max", type=int, default=256,
+                   help="largest size at which the scaling run also times the direct formulation (default 256)")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_child:
-        _memory_child(args.memory_child, args.batch[0], args.size, args.patch_size, args.chunk_size)
+        _memory_child(args.memory_child, args)
         return
     print(f"CRD loss, {args.size}x{args.size}, patch {args.patch_size}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY {OMP_WAIT_POLICY}, "

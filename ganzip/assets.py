@@ -15,7 +15,10 @@ SHA-256, URL), kept apart from the code that uses it, like timm's
    torchvision weights (``timm/vgg16.tv_in1k``), which has no published
    hash and is therefore recorded as unverified;
 5. a download, only when not offline (``offline=True`` or
-   ``GANZIP_OFFLINE=1``) and the host is reachable: atomic and hash-checked.
+   ``GANZIP_OFFLINE=1``) and the host is reachable: announced on stderr with
+   its size, source and destination, with a progress bar, atomic and
+   hash-checked. ``GANZIP_ASSETS_MIRROR`` serves the files from an internal
+   host instead (``$GANZIP_ASSETS_MIRROR/FILENAME``).
 
 A file found in a cache whose hash is wrong is an error (a corrupt or
 different file must never stand in for the published one). A file passed
@@ -217,12 +220,27 @@ def is_offline(offline: bool | None = None) -> bool:
     return os.environ.get("GANZIP_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+MIRROR_ENV = "GANZIP_ASSETS_MIRROR"
+
+
+def asset_url(spec: AssetSpec) -> str:
+    """Where `spec` is downloaded from: `$GANZIP_ASSETS_MIRROR/FILENAME` when a mirror is set, else its published URL."""
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    if not mirror:
+        return spec.url
+    if urllib.parse.urlparse(mirror).scheme not in ("http", "https"):
+        raise GanzipError(f"{MIRROR_ENV}={mirror!r} is not an http(s) URL: set it to the folder URL that serves "
+                          f"the files, for example http://assets.internal/ganzip/")
+    return mirror.rstrip("/") + "/" + urllib.parse.quote(spec.filename)
+
+
 def _reachable(url: str, timeout: float = 3.0) -> bool:
-    host = urllib.parse.urlparse(url).hostname
-    if not host:
+    parsed = urllib.parse.urlparse(url)
+    if not parsed.hostname:
         return False
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
             return True
     except OSError:
         return False
@@ -236,33 +254,59 @@ def _missing_message(spec: AssetSpec, looked: list[Path], why_no_download: str) 
             f"or put it in $GANZIP_HOME/assets/ (now {assets_dir()})")
 
 
-def download(name: str, timeout: float = 60.0) -> Path:
-    """Download asset `name` into `$GANZIP_HOME/assets/`: streamed to a temp file, hash-checked, renamed.
+def download(name: str, timeout: float = 60.0, progress: bool = True) -> Path:
+    """Download asset `name` into `$GANZIP_HOME/assets/`, announced, streamed, hash-checked, then renamed.
 
-    Untested here (no network); kept minimal on purpose.
+    The source is the published URL, or `$GANZIP_ASSETS_MIRROR/FILENAME`. A line
+    on stderr names the size, source and destination, and a progress bar
+    follows. `timeout` bounds every read, so a stalled server ends the
+    download. Nothing is left behind unless the whole file arrived with the
+    published hash.
     """
+    import http.client
+    import sys
+
+    from tqdm import tqdm
+
     from .io import atomic_open
 
     spec = get_spec(name)
+    url = asset_url(spec)
     dest = assets_dir() / spec.filename
     digest = hashlib.sha256()
+    size = f"{spec.size / 1e6:.0f} MB" if spec.size else "size unknown"
+    print(f"ganzip: downloading {spec.filename} ({size}) from {url} to {dest}; "
+          "--offline or GANZIP_OFFLINE=1 prevents this", file=sys.stderr, flush=True)
 
     class _HashMismatch(Exception):
         pass
 
+    received = 0
     try:
-        with urllib.request.urlopen(spec.url, timeout=timeout) as response:  # noqa: S310 (fixed https URL)
-            with atomic_open(dest, "wb") as fh:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http(s) URL checked above)
+            total = int(response.headers.get("Content-Length") or spec.size or 0) or None
+            with atomic_open(dest, "wb") as fh, tqdm(total=total, unit="B", unit_scale=True, desc=spec.filename,
+                                                   file=sys.stderr, disable=not progress, leave=False) as bar:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     digest.update(chunk)
                     fh.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+                if total is not None and received != total:
+                    raise http.client.IncompleteRead(b"", total - received)
                 if not hash_matches(spec, digest.hexdigest()):
                     raise _HashMismatch  # atomic_open removes the temp file
     except _HashMismatch:
-        raise GanzipError(f"download of {spec.url} has SHA-256 {digest.hexdigest()}, expected {spec.sha256}: "
-                          "not installed; try again or import the file by hand") from None
-    except OSError as exc:
-        raise AssetMissingError(_missing_message(spec, search_locations(name), f"Download failed ({exc}).")) from exc
+        raise GanzipError(f"the download of {url} has SHA-256 {digest.hexdigest()}, expected {spec.sha256}: "
+                          "not installed; check the mirror, or get the file by hand and run `ganzip assets import`") from None
+    except http.client.IncompleteRead:
+        raise AssetMissingError(f"the download of {url} stopped after {received:,} bytes (expected {total:,}): "
+                                "nothing was installed; try again, or get the file by hand and run "
+                                "`ganzip assets import FILE`") from None
+    except (OSError, http.client.HTTPException) as exc:
+        why = "timed out (the server stopped sending)" if isinstance(exc, TimeoutError) or "timed out" in str(exc) else str(exc)
+        raise AssetMissingError(_missing_message(spec, search_locations(name), f"The download from {url} failed: {why}.")) from None
+    print(f"ganzip: installed {dest}", file=sys.stderr, flush=True)
     return dest
 
 
@@ -298,8 +342,9 @@ def resolve(name: str, path: str | os.PathLike | None = None, offline: bool | No
             return candidate
     if is_offline(offline):
         raise AssetMissingError(_missing_message(spec, looked, "Offline (--offline or GANZIP_OFFLINE=1), so no download."))
-    if not _reachable(spec.url):
-        raise AssetMissingError(_missing_message(spec, looked, "The network is not reachable, so no download."))
+    url = asset_url(spec)
+    if not _reachable(url):
+        raise AssetMissingError(_missing_message(spec, looked, f"{url} is not reachable, so no download."))
     return download(name)
 
 

@@ -33,6 +33,7 @@ checkpoint in the job's folder), records failures and goes on, then writes
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import hashlib
@@ -52,6 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import io as gio
+from . import rundir, trust
 from .errors import GanzipError
 
 try:
@@ -63,6 +65,7 @@ DONE_MARKER = "done.json"
 ERROR_FILE = "error.txt"
 LOG_FILE = "compress.log"
 BATCH_FILES = (DONE_MARKER, ERROR_FILE, LOG_FILE)
+LEADERBOARD_FILES = ("leaderboard.json", "leaderboard.csv", "leaderboard.md")
 LAUNCHERS = ("auto", "inprocess", "subprocess", "torchrun")
 
 # key -> (accepted types, description for errors)
@@ -351,6 +354,7 @@ class _Reader:
     def __init__(self, path: Path, text: str):
         self.path = path
         self.loc = TomlLocator(text)
+        self.trust_code = False
 
     def error(self, where: tuple, message: str) -> GanzipError:
         line = self.loc.line(*where)
@@ -376,8 +380,11 @@ def _check_table(reader: _Reader, table: Mapping, where: tuple, what: str, allow
             raise reader.error(where + (key,), f"{what}: {key} must be {desc}, got {value!r}")
 
 
-def load_manifest(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Manifest:
+def load_manifest(path: str | os.PathLike, out: str | os.PathLike | None = None, *, trust_code: bool = False) -> Manifest:
     """Read and check a manifest; expand multi-width jobs. Raises GanzipError naming the line.
+
+    A job whose `arch` is `package.module:callable` imports and runs that code;
+    it is refused unless `trust_code` is set (`--trust-code`, docs/security.md).
 
     Relative paths (models, data, targets, .toml recipes, `out`) resolve
     against the manifest's folder. `out` overrides the manifest's `out`
@@ -397,6 +404,7 @@ def load_manifest(path: str | os.PathLike, out: str | os.PathLike | None = None)
     except tomllib.TOMLDecodeError as exc:
         raise GanzipError(f"{path} is not valid TOML: {exc}") from None
     reader = _Reader(path, text)
+    reader.trust_code = trust_code
     base = path.resolve().parent
 
     for key in doc:
@@ -515,6 +523,17 @@ def _expand(reader: _Reader, base: Path, defaults: Mapping, entry: Mapping, inde
 
     # --- architecture
     arch = merged.get("arch")
+    if arch is not None and (not isinstance(arch, str) or not arch):
+        raise reader.error(origin("arch"), f"{what}: arch must be a zoo name or package.module:callable, got {arch!r}")
+    if arch is not None and ":" in arch:
+        try:  # a manifest often comes from someone else: its code runs only with the user's --trust-code
+            trust.check_name(arch, trust.Origin(source=f"manifest {reader.path.name}"))
+        except GanzipError as exc:
+            raise reader.error(origin("arch"), f"{what}: {exc}") from None
+        if not reader.trust_code:
+            raise reader.error(origin("arch"), f"{what}: arch = {arch!r} imports and runs code named by this manifest"
+                                               + (f" with options {arch_opts}" if arch_opts else "")
+                                               + "; check it, then pass --trust-code to allow it")
     if arch is not None and ":" not in arch:
         from . import models
 
@@ -715,13 +734,22 @@ def _job_state(job: Job, folder: Path) -> tuple[str, str | None]:
 
 
 def _clean_batch_files(folder: Path) -> None:
-    for name in BATCH_FILES:
-        try:
-            (folder / name).unlink()
-        except FileNotFoundError:
-            pass
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()  # the engine starts afresh in a missing or empty folder
+    """Remove the batch's own files from a job folder; a same-named file ganzip did not write stops the job."""
+    existing = rundir.check_replaceable(folder, BATCH_FILES, overwrite=True, what="batch", flag="job folder")
+    rundir.remove_owned(folder, existing)
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= set(rundir.BOOKKEEPING):
+        for name in rundir.BOOKKEEPING:  # the engine starts afresh in a missing or empty folder
+            with contextlib.suppress(FileNotFoundError):
+                (folder / name).unlink()
+        folder.rmdir()
+
+
+def _write_batch_file(path: Path, text: str) -> None:
+    """Write one of the batch's own files and note it in the folder's ledger (never over a user's file)."""
+    if path.exists() and not rundir.owned(path.parent, path.name):
+        return  # _clean_batch_files refused the job already; its error is in the leaderboard
+    gio.atomic_write_text(path, text)
+    rundir.record(path.parent, [path.name])
 
 
 def _describe_exception(exc: BaseException) -> str:
@@ -742,14 +770,17 @@ def _run_inprocess(job: Job, folder: Path, quiet: bool) -> None:
 def _run_subprocess(argv: list[str], env_extra: Mapping[str, str], folder: Path) -> tuple[int, str]:
     env = {**os.environ, **env_extra}
     proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
-    gio.atomic_write_text(folder / LOG_FILE, proc.stdout or "")
+    _write_batch_file(folder / LOG_FILE, proc.stdout or "")
     return proc.returncode, proc.stdout or ""
 
 
 def _execute(job: Job, folder: Path, mode: str, env_extra: Mapping[str, str], nproc_per_node: int,
              quiet: bool) -> tuple[str | None, str | None]:
     """Run one job; returns (error line, details for error.txt), both None on success."""
-    _clean_batch_files(folder)
+    try:
+        _clean_batch_files(folder)
+    except GanzipError as exc:
+        return str(exc), None
     if mode == "inprocess":
         try:
             _run_inprocess(job, folder, quiet)
@@ -773,7 +804,7 @@ def _execute(job: Job, folder: Path, mode: str, env_extra: Mapping[str, str], np
 def run_batch(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | None = None, *,
               gpus: str | Sequence[str] | None = None, launcher: str = "auto", nproc_per_node: int = 1,
               latency: bool = True, latency_repeats: int = 5, latency_device: str = "cpu", quiet: bool = True,
-              echo: Callable[[str], None] | None = None) -> BatchResult:
+              echo: Callable[[str], None] | None = None, trust_code: bool = False) -> BatchResult:
     """Run every job of a manifest and write the leaderboard.
 
     Args:
@@ -790,12 +821,13 @@ def run_batch(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | N
             one model at a time).
         quiet: no progress bars from the jobs.
         echo: called with one line per job event (the CLI prints them).
+        trust_code: allow jobs whose arch is package.module:callable (see `load_manifest`).
 
     Jobs already finished are skipped; interrupted ones resume from their
     checkpoint; a failing job is recorded (its error line in the leaderboard,
     the traceback or process output in `out/<job>/error.txt`) and the run goes on.
     """
-    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, out)
+    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, out, trust_code=trust_code)
     root = Path(out) if out is not None else m.out
     say = echo or (lambda _line: None)
     gpu_list = parse_gpus(gpus)
@@ -810,6 +842,8 @@ def run_batch(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | N
     if latency_repeats < 0:
         raise GanzipError(f"--latency-repeats must be >= 0, got {latency_repeats}")
 
+    rundir.check_path(root)
+    rundir.check_replaceable(root, LEADERBOARD_FILES, overwrite=True, what="batch")  # before hours of jobs
     outcomes = [JobOutcome(job=j, status="pending", folder=root / j.name) for j in m.jobs]
     todo: list[JobOutcome] = []
     for oc in outcomes:
@@ -833,14 +867,14 @@ def run_batch(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | N
         oc.seconds = time.perf_counter() - t0
         if error is None:
             oc.status = "finished"
-            gio.atomic_write_json(oc.folder / DONE_MARKER, {
+            _write_batch_file(oc.folder / DONE_MARKER, json.dumps({
                 "name": oc.job.name, "spec": oc.job.spec(), "spec_hash": oc.job.spec_hash(),
                 "seconds": round(oc.seconds, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            })
+            }, indent=2, default=str) + "\n")
             say(f"[done] {oc.job.name} ({oc.seconds:.0f} s)")
         else:
             oc.status, oc.error = "failed", error
-            gio.atomic_write_text(oc.folder / ERROR_FILE, f"{error}\n\n{details or ''}")
+            _write_batch_file(oc.folder / ERROR_FILE, f"{error}\n\n{details or ''}")
             say(f"[fail] {oc.job.name}: {error}")
 
     def finish(measure: bool) -> dict[str, Path]:
@@ -953,7 +987,8 @@ def leaderboard_rows(outcomes: Sequence[JobOutcome], latency: bool = True, repea
                     teacher_cost[key]["arch"] = (getattr(teacher, "ganzip_spec", None) or {}).get("arch", "")
                 if not row["arch"]:  # a generator file that records its architecture
                     row["arch"] = teacher_cost[key]["arch"]
-                student = load_student(oc.folder / STUDENT, arch=job.arch)
+                # module:callable jobs exist only in a manifest the user trusted with --trust-code
+                student = load_student(oc.folder / STUDENT, arch=job.arch, arch_opts=job.arch_opts, trust_code=True)
                 s = _cost(student, job.image_size, latency, repeats, device, count_macs, count_params, measure_latency)
                 t = teacher_cost[key]
                 row.update({
@@ -1025,6 +1060,7 @@ def write_leaderboard(out: Path, manifest: Path, rows: Sequence[Mapping], latenc
     """Write leaderboard.json, .csv and .md into `out`; returns their paths."""
     columns = leaderboard_columns(rows)
     paths = {"json": out / "leaderboard.json", "csv": out / "leaderboard.csv", "md": out / "leaderboard.md"}
+    rundir.check_replaceable(out, LEADERBOARD_FILES, overwrite=True, what="batch")
     counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("finished", "skipped", "failed", "pending")}
     gio.atomic_write_json(paths["json"], {
         "manifest": str(manifest), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "counts": counts,
@@ -1053,6 +1089,7 @@ def write_leaderboard(out: Path, manifest: Path, rows: Sequence[Mapping], latenc
         lines += ["", "## Errors", ""]
         lines += [f"- **{r['job']}**: {_fmt('error', r['error'])}" for r in failed]
     gio.atomic_write_text(paths["md"], "\n".join(lines) + "\n")
+    rundir.record(out, LEADERBOARD_FILES)
     return paths
 
 

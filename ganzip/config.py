@@ -44,12 +44,13 @@ class CRDConfig:
     """Content relationship distillation (spec section 2); weight = lambda_CRD."""
 
     weight: float = 25.0
-    patch_size: int = 32
+    patch_size: int = 0  # k in output pixels; 0: the paper's 32 at a 256-px output, scaled (output side / 8)
     rows: bool = True
     columns: bool = True
     patches: bool = True
     distance: float = 1.0
     angle: float = 2.0
+    precision: str = "auto"  # auto: exact float64 path on the CPU, float32 path elsewhere (docs/crd.md)
 
 
 @dataclass
@@ -186,6 +187,7 @@ SECTIONS: dict[str, type] = {
 META_KEYS = ("name", "description", "extends")
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("crd", "precision"): ("auto", "float64", "float32"),
     ("train", "amp"): ("auto", "bf16", "off"),
     ("train", "channels_last"): ("auto", "on", "off"),
     ("train", "deterministic"): ("auto", "on", "off"),
@@ -277,7 +279,7 @@ def _check_ranges(cfg: RecipeConfig) -> None:
         (t.lr > 0, "train.lr must be > 0"),
         (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)"),
         (0 <= t.decay_start <= 1, "train.decay_start must be a fraction in [0, 1]"),
-        (cfg.crd.patch_size >= 1, "crd.patch_size must be >= 1"),
+        (cfg.crd.patch_size >= 0, "crd.patch_size must be >= 0 (0: output side / 8, the paper's 32 at 256 px)"),
         (cfg.discriminator.lr > 0, "discriminator.lr must be > 0"),
         (cfg.discriminator.ndf >= 1 and cfg.discriminator.n_layers >= 0, "discriminator.ndf >= 1 and n_layers >= 0"),
         (0 < cfg.eval.holdout < 1, "eval.holdout must be a fraction in (0, 1)"),

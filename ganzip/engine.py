@@ -51,9 +51,10 @@ import torch.nn as nn
 
 from . import distributed as ddp
 from . import io as gio
+from . import rundir
 from .config import RecipeConfig
 from .devices import resolve_device
-from .errors import AssetMissingError, GanzipError, NonFiniteLossError
+from .errors import AssetMissingError, GanzipError, NonFiniteLossError, in_stage
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_JSON = "state.json"
@@ -125,6 +126,7 @@ class DataBundle:
     has_b: bool = False  # batches carry "B" (real target-domain images)
     description: str = ""
     warnings: list[str] = field(default_factory=list)  # e.g. files the data loader skipped
+    out_side: int | None = None  # side of the generator's outputs (None: the input side, train.size)
 
 
 @dataclass
@@ -169,11 +171,13 @@ class CompressResult:
 # ====================================================================== recipe -> loss plan
 
 
-def plan_losses(cfg: RecipeConfig, *, has_targets: bool, paired: bool) -> LossPlan:
+def plan_losses(cfg: RecipeConfig, *, has_targets: bool, paired: bool, same_shape: bool = True) -> LossPlan:
     """Decide the active loss terms from the recipe and what the data offers.
 
     ``has_targets``: real target-domain images exist (a B domain or
-    ``--target``); ``paired``: they are aligned ground truth for the inputs.
+    ``--target``); ``paired``: they are aligned ground truth for the inputs;
+    ``same_shape``: the generator's output has its input's channels and size
+    (not so for super-resolution), which the identity term needs.
     """
     weights: dict[str, float] = {}
     disabled: dict[str, str] = {}
@@ -198,7 +202,9 @@ def plan_losses(cfg: RecipeConfig, *, has_targets: bool, paired: bool) -> LossPl
         disabled["ground_truth"] = "weight 0"
 
     if cfg.identity.weight > 0:
-        if has_targets and not paired:
+        if not same_shape:
+            disabled["identity"] = "the output differs from the input in size or channels"
+        elif has_targets and not paired:
             weights["identity"] = cfg.identity.weight
         else:
             disabled["identity"] = "used only with unpaired target images"
@@ -254,30 +260,63 @@ def plan_losses(cfg: RecipeConfig, *, has_targets: bool, paired: bool) -> LossPl
     return LossPlan(weights, d_fakes if use_d else [], use_d, conditional, needs_teacher, warn, disabled)
 
 
-def check_size(cfg: RecipeConfig) -> None:
-    """The image size must hold a whole number of CRD patches."""
-    k, size = cfg.crd.patch_size, cfg.train.size
-    if cfg.crd.weight > 0 and cfg.crd.patches and size % k:
+CRD_REFERENCE_SIDE = 256  # the paper's k = 32 refers to 256-px outputs: an 8 x 8 grid of patches
+CRD_REFERENCE_PATCH = 32
+
+
+def crd_patch_size(cfg: RecipeConfig, out_side: int | None = None) -> int:
+    """The CRD patch side k in output pixels for outputs of side ``out_side`` (default: ``train.size``).
+
+    ``crd.patch_size = 0`` (the recipes' default) keeps the paper's grid:
+    k = 32 at a 256-px output, scaled with the output side, k = out_side / 8
+    (8 at 64 px, 16 at 128, 64 at 512). A positive ``crd.patch_size`` is k in
+    output pixels, whatever the size.
+    """
+    out_side = int(out_side or cfg.train.size)
+    if cfg.crd.patch_size > 0:
+        return cfg.crd.patch_size
+    return max(1, out_side * CRD_REFERENCE_PATCH // CRD_REFERENCE_SIDE)
+
+
+def check_size(cfg: RecipeConfig, out_side: int | None = None) -> None:
+    """The image size must be usable and the output (side ``out_side``, default ``train.size``) hold whole CRD patches."""
+    from .loading import check_size_value
+
+    check_size_value(cfg.train.size)
+    if not (cfg.crd.weight > 0 and cfg.crd.patches):
+        return
+    size = cfg.train.size
+    out_side = int(out_side or size)
+    k = crd_patch_size(cfg, out_side)
+    what = f"--size {size}" if out_side == size else f"the output side {out_side} (--size {size} input)"
+    if cfg.crd.patch_size == 0 and out_side * CRD_REFERENCE_PATCH % CRD_REFERENCE_SIDE:
         raise GanzipError(
-            f"--size {size} is not divisible by the CRD patch size {k}: choose --size as a multiple of {k} "
-            f"or set --set crd.patch_size=N with N dividing {size} (or crd.patches=false)"
+            f"{what} is not a multiple of 8, so the CRD patch grid of the recipe (8 x 8 patches, k = 32 at 256 px) "
+            f"does not fit: choose --size so that the output side is a multiple of 8, or --set crd.patch_size=N "
+            f"with N dividing {out_side} (or crd.patches=false)"
         )
-    if cfg.crd.weight > 0 and cfg.crd.patches and cfg.crd.patch_size > size:
-        raise GanzipError(f"crd.patch_size {k} is larger than the image size {size}: use --set crd.patch_size=N with N <= {size}")
+    if out_side % k:
+        raise GanzipError(
+            f"{what} is not divisible by the CRD patch size {k}: choose --size so that the output side is a "
+            f"multiple of {k}, or --set crd.patch_size=N with N dividing {out_side} (or crd.patches=false)"
+        )
+    if k > out_side:
+        raise GanzipError(f"crd.patch_size {k} is larger than {what}: use --set crd.patch_size=N with N <= {out_side}")
 
 
 class _Losses(nn.Module):
     """The recipe's loss modules (built once, moved to the device)."""
 
-    def __init__(self, cfg: RecipeConfig, plan: LossPlan, offline: bool):
+    def __init__(self, cfg: RecipeConfig, plan: LossPlan, offline: bool, out_side: int | None = None):
         super().__init__()
         from . import losses as L
 
         w = plan.weights
         if "crd" in w:
             self.crd = L.CRDLoss(
-                patch_size=cfg.crd.patch_size, rows=cfg.crd.rows, columns=cfg.crd.columns,
+                patch_size=crd_patch_size(cfg, out_side), rows=cfg.crd.rows, columns=cfg.crd.columns,
                 patches=cfg.crd.patches, distance_weight=cfg.crd.distance, angle_weight=cfg.crd.angle,
+                precision=cfg.crd.precision,
             )
         if "rkd" in w:
             self.rkd = L.RKDInstanceLoss(distance_weight=cfg.rkd.distance, angle_weight=cfg.rkd.angle)
@@ -415,7 +454,7 @@ def _is_atomic_temp(path: Path) -> bool:
 
 
 def _is_empty_dir(path: Path) -> bool:
-    return path.is_dir() and all(_is_atomic_temp(p) for p in path.iterdir())
+    return path.is_dir() and all(_is_atomic_temp(p) or p.name in rundir.BOOKKEEPING for p in path.iterdir())
 
 
 def read_run_marker(out: Path) -> dict | None:
@@ -431,21 +470,31 @@ def read_run_marker(out: Path) -> dict | None:
 
 
 def prepare_out(out: Path, *, resume: bool, overwrite: bool) -> str:
-    """Decide what to do with ``out``: returns ``"fresh"`` or ``"resume"``.
+    """Decide what to do with ``out`` and clear it if needed: returns ``"fresh"`` or ``"resume"``."""
+    mode, clear = plan_out(out, resume=resume, overwrite=overwrite)
+    if clear:
+        clear_out(out)
+    return mode
+
+
+def plan_out(out: Path, *, resume: bool, overwrite: bool) -> tuple[str, bool]:
+    """Decide what to do with ``out``, touching nothing: ``(mode, clear)``.
 
     * missing or empty: fresh;
     * holds a finished run: error, unless ``overwrite`` (then cleared);
     * holds an unfinished run with a checkpoint: resume, unless ``resume`` is
       False (then cleared and started over);
     * holds files ganzip did not write: error.
+
+    The caller clears only after every input is loaded and checked.
     """
+    rundir.check_path(out)
     if out.exists() and not out.is_dir():
         raise GanzipError(f"--out {out} is a file, not a folder: choose a folder path")
     if not out.exists():
-        return "fresh"
+        return "fresh", False
     if _is_empty_dir(out):
-        clear_out(out)
-        return "fresh"
+        return "fresh", True
     marker = read_run_marker(out)
     if marker is None or marker.get("kind") != "ganzip-compress":
         raise GanzipError(
@@ -457,13 +506,29 @@ def prepare_out(out: Path, *, resume: bool, overwrite: bool) -> str:
                 f"--out {out} holds a finished run (see {out / 'report.md'}): pass --overwrite to replace it, "
                 "or choose another --out"
             )
-        clear_out(out)
-        return "fresh"
+        return "fresh", True
     has_ckpt = (out / CHECKPOINT_DIR / CHECKPOINT_JSON).exists()
     if resume and has_ckpt:
-        return "resume"
-    clear_out(out)
-    return "fresh"
+        return "resume", False
+    return "fresh", True
+
+
+def check_inputs_outside(out: Path, *, model=None, data=None, target=None, clearing: bool = False) -> None:
+    """Inputs and outputs must not overlap: outputs would become training images, or clearing would delete an input."""
+    o = out.resolve()
+    for flag, value in (("--data", data), ("--target", target)):
+        if isinstance(value, (str, Path)) and not str(value).startswith("builtin:") and Path(value).exists():
+            d = Path(value).resolve()
+            if o == d or o.is_relative_to(d):
+                raise GanzipError(f"--out {out} is inside {flag} {value}: its outputs would be read as training "
+                                  "images; choose an --out outside the data folder")
+            if d.is_relative_to(o):
+                raise GanzipError(f"{flag} {value} is inside --out {out}: choose an --out that holds no inputs")
+    if clearing and isinstance(model, (str, Path)):
+        m = Path(model).resolve()
+        if m.is_relative_to(o):
+            raise GanzipError(f"the model {model} is inside --out {out}, which this run would clear: "
+                              "copy the model elsewhere, or choose another --out")
 
 
 def clear_out(out: Path) -> None:
@@ -511,7 +576,7 @@ def load_checkpoint(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise GanzipError(
             f"the checkpoint in {ckpt_dir} cannot be read ({exc}): pass --no-resume to start over"
         ) from None
-    if state.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise GanzipError(f"the checkpoint in {ckpt_dir} has an unknown format: pass --no-resume to start over")
     return tensors, state
 
@@ -674,17 +739,28 @@ class HoldoutEval:
         return metrics, out
 
 
+def display_rgb(x: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
+    """Images for display: 3 channels (grey repeated; a mask or other extra channels dropped), resized to ``size``."""
+    x = x.float().cpu()
+    if x.shape[1] < 3:
+        x = x[:, :1].repeat(1, 3, 1, 1)
+    x = x[:, :3]
+    if size is not None and tuple(x.shape[-2:]) != tuple(size):
+        x = torch.nn.functional.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False).clamp(-1, 1)
+    return x
+
+
 def sample_grid(inputs: torch.Tensor, teacher: torch.Tensor, student: torch.Tensor) -> bytes:
-    """A PNG: one row per image, columns input | teacher | student."""
+    """A PNG: one row per image, columns input | teacher | student, at the outputs' resolution.
+
+    Inputs of another size (super-resolution) are resized to the outputs'
+    for display only (bicubic); grey-scale images are shown grey, and a
+    fourth input channel (a mask) is left out.
+    """
     from PIL import Image
 
-    def rgb(x: torch.Tensor) -> torch.Tensor:
-        x = x.float().cpu()
-        if x.shape[1] == 1:
-            x = x.repeat(1, 3, 1, 1)
-        return x[:, :3]
-
-    rows = torch.cat([torch.cat([rgb(inputs), rgb(teacher), rgb(student)], dim=3)], dim=0)
+    out_hw = teacher.shape[-2:]
+    rows = torch.cat([display_rgb(inputs, out_hw), display_rgb(teacher), display_rgb(student, out_hw)], dim=3)
     grid = torch.cat(list(rows), dim=1)  # C x (n*H) x (3*W)
     arr = ((grid.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
     buf = _stdio.BytesIO()
@@ -710,7 +786,11 @@ def _deterministic(value: str, device: torch.device) -> bool:
 
 
 def _cond(x: torch.Tensor, y: torch.Tensor, conditional: bool) -> torch.Tensor:
-    return torch.cat([x, y], dim=1) if conditional else y
+    if not conditional:
+        return y
+    if x.shape[-2:] != y.shape[-2:]:  # super-resolution: D judges the input enlarged to the output's size
+        x = torch.nn.functional.interpolate(x, size=y.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.cat([x, y], dim=1)
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
@@ -751,6 +831,7 @@ def _num(text: str):
     return text
 
 
+@in_stage("training")
 def train(
     teacher: nn.Module,
     student: nn.Module,
@@ -796,7 +877,8 @@ def _train(teacher, student, discriminator, data, cfg, opts, plan, env, device, 
     started = time.perf_counter()
     channels_last = _flag(t.channels_last, device)
     mem = torch.channels_last if channels_last else torch.contiguous_format
-    losses = _Losses(cfg, plan, opts.offline).to(device)
+    losses = _Losses(cfg, plan, opts.offline, out_side=data.out_side).to(device)
+    sized_crd = data.out_side is not None or "crd" not in plan.weights  # else: sized from the first outputs
 
     teacher = teacher.to(device).eval()  # only ever run under no_grad; its parameters are left as they are
     student = student.to(device).train()
@@ -849,13 +931,22 @@ def _train(teacher, student, discriminator, data, cfg, opts, plan, env, device, 
                 f"{out} holds a checkpoint of a {state.get('total_steps')}-step run but this one has {total} steps: "
                 "pass --no-resume to start over, or choose another --out"
             )
-        student.load_state_dict(_sub(tensors, "student"))
-        opt_s.load_state_dict(unflatten_optimizer(tensors, state["optimizers"]["student"]))
-        sched_s.load_state_dict(state["schedulers"]["student"])
-        if D is not None:
-            D.load_state_dict(_sub(tensors, "discriminator"))
-            opt_d.load_state_dict(unflatten_optimizer(tensors, state["optimizers"]["discriminator"]))
-            sched_d.load_state_dict(state["schedulers"]["discriminator"])
+        step = state.get("step")
+        if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= total or not isinstance(
+                state.get("rng"), list):
+            raise GanzipError(f"the checkpoint in {ckpt_dir} is damaged (step {str(step)[:20]} of {total}): "
+                              "pass --no-resume to start over")
+        try:
+            student.load_state_dict(_sub(tensors, "student"))
+            opt_s.load_state_dict(unflatten_optimizer(tensors, state["optimizers"]["student"]))
+            sched_s.load_state_dict(state["schedulers"]["student"])
+            if D is not None:
+                D.load_state_dict(_sub(tensors, "discriminator"))
+                opt_d.load_state_dict(unflatten_optimizer(tensors, state["optimizers"]["discriminator"]))
+                sched_d.load_state_dict(state["schedulers"]["discriminator"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise GanzipError(f"the checkpoint in {ckpt_dir} is damaged ({exc.__class__.__name__}: {str(exc)[:80]}): "
+                              "pass --no-resume to start over") from None
         best = _sub(tensors, "best")
         if best:
             best_state = {k: v.to(device) for k, v in best.items()}
@@ -946,6 +1037,9 @@ def _train(teacher, student, discriminator, data, cfg, opts, plan, env, device, 
                         t_out = teacher(x)
             s32 = s_out.float()
             t32 = t_out.float() if t_out is not None else None
+            if not sized_crd:  # a DataBundle built by hand does not say the output side
+                losses.crd.patch_size = crd_patch_size(cfg, int(s32.shape[-1]))
+                sized_crd = True
             if "adversarial" in w:
                 with losses.frozen(D), autocast():
                     pred = D(_cond(x, s_out, plan.conditional))
@@ -1122,14 +1216,36 @@ def _resolve_config(recipe, overrides, *, size, steps, epochs, batch_size, seed)
     return resolve_recipe(recipe, flags)
 
 
-def open_training_data(data, target, cfg: RecipeConfig) -> DataBundle:
-    """Open ``data`` (folder or ``builtin:NAME``) and ``target``; split off the held-out images."""
+def open_training_data(data, target, cfg: RecipeConfig, *, in_channels: int = 3, out_channels: int | None = None,
+                       scale: int = 1) -> DataBundle:
+    """Open ``data`` (folder or ``builtin:NAME``) and ``target``; split off the held-out images.
+
+    Images are read with the generator's ``in_channels`` (inputs) and
+    ``out_channels`` (targets); target images are read at ``scale`` times
+    ``train.size``. With ``scale`` > 1, ``--data LR_DIR --target HR_DIR`` are
+    paired by file name (``ganzip.data.open_pairs``): the HR images are the
+    ground truth and D's real images; when no file name matches, the HR
+    images are unpaired real images for D.
+    """
     from . import data as gdata
 
     t = cfg.train
     if isinstance(data, DataBundle):
         return data
-    ds = gdata.open_dataset(str(data), split="train", size=t.size, augment=t.augment, seed=t.seed)
+    out_channels = out_channels or in_channels
+    out_side = t.size * scale
+    read = dict(channels=in_channels, target_channels=out_channels, target_scale=scale)
+    notes = []
+    pairs = None
+    if target is not None and scale > 1 and not gdata.is_builtin(str(data)) and \
+            gdata.resolve_layout(str(data)).kind == "plain":
+        pairs = gdata.open_pairs(str(data), str(target), size=t.size, scale=scale, channels=in_channels,
+                                 target_channels=out_channels, augment=t.augment, seed=t.seed)
+        if pairs is None:
+            notes.append(f"no image of {data} has a same-named image in {target}: the {out_side}-px images of "
+                         f"{target} are used as unpaired real images (for D and FID), not as ground truth")
+    ds = pairs if pairs is not None else gdata.open_dataset(str(data), split="train", size=t.size, augment=t.augment,
+                                                            seed=t.seed, **read)
     if len(ds) < 2:
         raise GanzipError(f"--data {data} has {len(ds)} training image(s): at least 2 are needed (one is held out)")
     train_ds, holdout = gdata.holdout_split(ds, cfg.eval.holdout, t.seed)
@@ -1138,20 +1254,23 @@ def open_training_data(data, target, cfg: RecipeConfig) -> DataBundle:
     has_b = "B" in sample
     paired = has_b and kind == "paired"
     targets = None
-    if target is not None:
-        targets = gdata.open_dataset(str(target), split="train", size=t.size, augment=t.augment, seed=t.seed + 1)
+    if target is not None and pairs is None:
+        targets = gdata.open_dataset(str(target), split="train", size=out_side, augment=t.augment, seed=t.seed + 1,
+                                     channels=out_channels)
         if len(targets) == 0:
             raise GanzipError(f"--target {target} holds no images")
     desc = f"{data} ({len(train_ds)} training, {len(holdout)} held-out images"
-    desc += f"; {kind})" if kind else ")"
-    notes = []
+    if pairs is not None:
+        desc += f"; paired by file name with {target}, {t.size}-px inputs, {out_side}-px targets)"
+    else:
+        desc += f"; {kind})" if kind else ")"
     for source, d in ((data, ds), (target, targets)):
         skipped = getattr(d, "skipped", 0) if d is not None else 0
         if skipped:
             summary = d.skip_summary() if hasattr(d, "skip_summary") else ""
             notes.append(f"{skipped} files in {source} were skipped" + (f": {summary}" if summary else ""))
     return DataBundle(train=train_ds, holdout=holdout, targets=targets, paired=paired, has_b=has_b, description=desc,
-                      warnings=notes)
+                      warnings=notes, out_side=out_side)
 
 
 def build_discriminator(cfg: RecipeConfig, in_channels: int, out_channels: int, seed: int) -> nn.Module:
@@ -1165,10 +1284,56 @@ def build_discriminator(cfg: RecipeConfig, in_channels: int, out_channels: int, 
     return D
 
 
+def check_discriminator_size(D: nn.Module, size: int) -> None:
+    """Run D once on a blank image of the training size: a PatchGAN too deep for it fails here, not at step 1."""
+    first = next((m for m in D.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        return
+    D = copy.deepcopy(D)  # a BatchNorm D must not keep statistics of the blank image
+    try:
+        with torch.no_grad():
+            D(torch.zeros(1, first.in_channels, size, size))
+    except (ValueError, RuntimeError) as exc:
+        ok = next((s for s in (32, 64, 128, 256, 512) if s > size and _d_runs(D, first.in_channels, s)), None)
+        raise GanzipError(
+            f"--size {size} is too small for the discriminator ({str(exc).splitlines()[0][:80]}): "
+            + (f"use --size {ok} or more, " if ok else "")
+            + "or a shallower one with --set discriminator.n_layers=N"
+        ) from None
+
+
+def _d_runs(D: nn.Module, channels: int, size: int) -> bool:
+    try:
+        with torch.no_grad():
+            D(torch.zeros(1, channels, size, size))
+        return True
+    except (ValueError, RuntimeError):
+        return False
+
+
 def _out_channels(model: nn.Module, in_channels: int, size: int) -> int:
     with torch.no_grad():
         p = next(model.parameters())
         return int(model.eval()(torch.zeros(1, in_channels, size, size, device=p.device, dtype=p.dtype)).shape[1])
+
+
+def output_geometry(model: nn.Module, in_channels: int, size: int) -> tuple[int, int, int]:
+    """(output channels, output side, scale) of a generator on ``size``-px square inputs.
+
+    The scale is the whole factor by which the output side exceeds the input
+    side (1 for image-to-image translation, 2 or 4 for super-resolution).
+    """
+    with torch.no_grad():
+        p = next(model.parameters(), None)
+        kw = {} if p is None else {"device": p.device, "dtype": p.dtype}
+        y = model.eval()(torch.zeros(1, in_channels, size, size, **kw))
+    c, h, w = (int(v) for v in y.shape[1:])
+    if h != w or h % size:
+        raise GanzipError(
+            f"the model maps {size}x{size} images to {h}x{w}: ganzip trains generators whose square output is a "
+            f"whole multiple of the input side (1x, 2x, 4x...); check --size"
+        )
+    return c, h, h // size
 
 
 def compress(
@@ -1227,7 +1392,9 @@ def compress(
     Under torchrun every rank returns; only rank 0's paths are set.
     """
     cfg = _resolve_config(recipe, overrides, size=size, steps=steps, epochs=epochs, batch_size=batch_size, seed=seed)
-    check_size(cfg)
+    from .loading import check_size_value
+
+    check_size_value(cfg.train.size)  # the CRD patches are checked once the teacher says its output side
     for name, value in (("--checkpoint-every", checkpoint_every), ("--eval-every", eval_every)):
         if value < 0:
             raise GanzipError(f"{name} must be >= 0, got {value}")
@@ -1261,12 +1428,33 @@ def _on_main(env: ddp.DistEnv, fn: Callable[[], Any]):
 def _compress(model, cfg: RecipeConfig, env: ddp.DistEnv, device: torch.device, *, data, width, arch, arch_opts,
               target, out: Path, init, round_to, trust_pickle, checkpoint_every, eval_every, log_every, workers,
               resume, overwrite, quiet, offline, tensorboard, max_steps, evaluate, in_channels=None) -> CompressResult:
+    warnings_: list[str] = []
+    held: dict[str, rundir.FolderLock] = {}
+    _on_main(env, lambda: held.setdefault("lock", rundir.lock(out)) and None)  # one run per OUT (rank 0 holds it)
+    lock = held.get("lock")
+    try:
+        return _compress_locked(model, cfg, env, device, data=data, width=width, arch=arch, arch_opts=arch_opts,
+                                target=target, out=out, init=init, round_to=round_to, trust_pickle=trust_pickle,
+                                checkpoint_every=checkpoint_every, eval_every=eval_every, log_every=log_every,
+                                workers=workers, resume=resume, overwrite=overwrite, quiet=quiet, offline=offline,
+                                tensorboard=tensorboard, max_steps=max_steps, evaluate=evaluate, warnings_=warnings_,
+                                in_channels=in_channels)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _compress_locked(model, cfg, env, device, *, data, width, arch, arch_opts, target, out: Path, init, round_to,
+                     trust_pickle, checkpoint_every, eval_every, log_every, workers, resume, overwrite, quiet,
+                     offline, tensorboard, max_steps, evaluate, warnings_, in_channels=None) -> CompressResult:
     from .loading import check_image_model, load_generator, parse_arch_opts
     from .metrics.cost import set_in_channels
     from .student import build_student, check_batch_size
 
-    warnings_: list[str] = []
-    mode = _on_main(env, lambda: prepare_out(out, resume=resume, overwrite=overwrite))
+    # Every output is checked and every input loaded before anything in OUT is removed.
+    mode, clear = _on_main(env, lambda: plan_out(out, resume=resume, overwrite=overwrite))
+    check_inputs_outside(out, model=model if not isinstance(model, nn.Module) else None, data=data, target=target,
+                         clearing=clear)
 
     # ---- teacher
     if isinstance(model, nn.Module):
@@ -1280,23 +1468,27 @@ def _compress(model, cfg: RecipeConfig, env: ddp.DistEnv, device: torch.device, 
     teacher = teacher.cpu().eval()
     set_in_channels(teacher, in_channels)
     check_image_model(teacher, cfg.train.size, in_channels)
+    from .metrics.cost import infer_in_channels
+
+    in_ch = infer_in_channels(teacher)
+    out_ch, out_side, scale = output_geometry(teacher, in_ch, cfg.train.size)
+    check_size(cfg, out_side)
 
     # ---- data and the loss terms it allows
-    bundle = open_training_data(data, target, cfg)
-    plan = plan_losses(cfg, has_targets=bundle.has_b or bundle.targets is not None, paired=bundle.paired)
+    bundle = open_training_data(data, target, cfg, in_channels=in_ch, out_channels=out_ch, scale=scale)
+    plan = plan_losses(cfg, has_targets=bundle.has_b or bundle.targets is not None, paired=bundle.paired,
+                       same_shape=(in_ch, scale) == (out_ch, 1))
     warnings_ += bundle.warnings + plan.warnings
     if cfg.perceptual.weight == 0:
         warnings_.append("perceptual: disabled (weight 0)")
 
-    # ---- student and discriminator
-    from .metrics.cost import infer_in_channels
-
-    in_ch = infer_in_channels(teacher)
+    # ---- student and discriminator (D judges outputs: their channels, at their size)
     student = build_student(teacher, width, init=init, round_to=round_to, seed=cfg.train.seed)
     check_batch_size(student, cfg.train.batch_size)
     D = None
     if plan.use_discriminator:
-        D = build_discriminator(cfg, in_ch, _out_channels(teacher, in_ch, getattr(teacher, "min_size", 64)), cfg.train.seed)
+        D = build_discriminator(cfg, in_ch, out_ch, cfg.train.seed)
+        check_discriminator_size(D, out_side)
 
     fingerprint = {
         "recipe": cfg.hash(), "teacher_sha256": teacher_sha, "width": width, "init": init, "round_to": round_to,
@@ -1308,6 +1500,8 @@ def _compress(model, cfg: RecipeConfig, env: ddp.DistEnv, device: torch.device, 
         "width": width, "world_size": env.world_size,
     }
     if env.is_main:
+        if clear:
+            clear_out(out)
         write_run_marker(out, "running", run_info)
     ddp.barrier(env)
 
@@ -1326,6 +1520,7 @@ def _compress(model, cfg: RecipeConfig, env: ddp.DistEnv, device: torch.device, 
                                                  fingerprint, device, offline, evaluate, data, target, opts.quiet)
         write_run_marker(out, "finished", {**run_info, "steps": result.steps})
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the run is complete: outputs replace it
+        rundir.record(out, [n for n in OWNED_FILES + ("images",) if (out / n).exists()])
     elif env.is_main:
         paths["log"] = out / TRAIN_LOG
     ddp.barrier(env)
@@ -1399,10 +1594,10 @@ def _final_evaluation(out, cfg, student_path, teacher, data, target, extra, devi
         student: Any = str(student_path)
         spec = json.loads(read_student_metadata(student_path).get("ganzip.teacher_spec", "{}"))
         if ":" in spec.get("arch", ""):  # the user named this module for the teacher already
-            student = load_student(student_path, arch=spec["arch"])
+            student = load_student(student_path, arch=spec["arch"], arch_opts=spec.get("opts"))
         res = run_evaluation(student, teacher, str(data), target=target, size=cfg.train.size,
                              device=device, out=out, offline=offline, progress=not quiet, allow_missing=True,
-                             extra=extra)
+                             extra=extra, claim_out=False)  # compress holds OUT's lock
         return out / "report.json", res.metrics, res.to_dict()
     from .metrics.cost import profile_model
     from .report import environment_info, now_iso, write_reports

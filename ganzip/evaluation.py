@@ -24,7 +24,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .errors import AssetMissingError, GanzipError
+from . import rundir
+from .errors import AssetMissingError, GanzipError, in_stage
 
 
 @dataclass
@@ -166,9 +167,10 @@ def evaluate(student, teacher=None, data=None, target=None, size: int = 256, bat
              offline: bool = False, progress: bool = True, max_images: int | None = None,
              extra: Mapping[str, Any] | None = None, *, arch: str | None = None, arch_opts=None,
              trust_pickle: bool = False, split: str | None = None, direction: str = "AtoB",
-             allow_missing: bool = False, fid_dims: int = 2048, kid: bool = True, lpips: bool = True,
+             allow_missing: bool = False, fid_dims: int = 2048, kid: bool = True, lpips: bool = True, fid: bool = True,
              latency: bool = True, grid_images: int = 8, save_images: bool = False,
-             command: str | None = None) -> EvalResult:
+             command: str | None = None, overwrite: bool = False,
+             claim_out: bool = True) -> EvalResult:
     """Evaluate `student` (and `teacher`) on the evaluation split of `data`.
 
     Args:
@@ -186,15 +188,43 @@ def evaluate(student, teacher=None, data=None, target=None, size: int = 256, bat
             up, see `ganzip.assets`); `offline` forbids any download.
         allow_missing: record a metric whose pretrained file is missing as
             unavailable (with the reason in `warnings`) instead of raising.
+        fid, kid, lpips: compute these metrics (a skipped one is recorded in
+            the report's warnings).
         fid_dims: Inception feature size; 2048 is the protocol, smaller sizes
             are for quick smoke runs only.
         out: folder for report.json/.md/.html and the sample PNGs.
+        overwrite: replace the reports and images of an earlier ganzip run in
+            `out` (never files ganzip did not write; see `ganzip.rundir`).
+        claim_out: lock `out` and check what it holds first (False only for a
+            caller that already holds the folder, as compress does).
         extra: more report sections (e.g. compress's ``training``, ``recipe``,
             ``seed``, ``losses_active``), merged into the report.
     """
+    args = {k: v for k, v in locals().items() if k not in ("overwrite", "claim_out")}
+    if out is None or not claim_out:
+        return _evaluate(**args)
+    with rundir.replacing(Path(out), EVAL_OUTPUTS, overwrite=overwrite, what="eval"):
+        return _evaluate(**args)
+
+
+# What evaluate writes into `out`; an earlier run's copies are replaced only with overwrite.
+EVAL_OUTPUTS = ("report.json", "report.md", "report.html", "images", "outputs")
+
+
+@in_stage("evaluating")
+def _evaluate(student, teacher=None, data=None, target=None, size: int = 256, batch_size: int = 8,
+             device: str = "auto", out=None, inception_weights=None, alexnet_weights=None, real_stats=None,
+             offline: bool = False, progress: bool = True, max_images: int | None = None,
+             extra: Mapping[str, Any] | None = None, *, arch: str | None = None, arch_opts=None,
+             trust_pickle: bool = False, split: str | None = None, direction: str = "AtoB",
+             allow_missing: bool = False, fid_dims: int = 2048, kid: bool = True, lpips: bool = True, fid: bool = True,
+             latency: bool = True, grid_images: int = 8, save_images: bool = False,
+             command: str | None = None) -> EvalResult:
+    """The body of `evaluate`, once `out` is claimed."""
     from . import assets
     from .data import is_builtin, open_dataset, resolve_layout
     from .devices import resolve_device
+    from .engine import display_rgb
     from .loading import check_image_model
     from .metrics import fid as fidm
     from .metrics import fidelity
@@ -218,9 +248,23 @@ def evaluate(student, teacher=None, data=None, target=None, size: int = 256, bat
                 except GanzipError as exc:
                     raise GanzipError(f"{name}: {exc} (this model may need another image size than --size {size})") from None
 
+        from .engine import output_geometry
+        from .metrics.cost import infer_in_channels
+
+        in_ch = infer_in_channels(s_model)
+        out_ch, out_side, scale = output_geometry(s_model, in_ch, size)
         if split is None:
             split = "test" if is_builtin(data) else resolve_layout(data).eval_split
-        dataset = open_dataset(data, split=split, size=size, augment=False, direction=direction, n=max_images)
+        dataset = None
+        if target is not None and scale > 1 and not is_builtin(data) and resolve_layout(data).kind == "plain":
+            from .data import open_pairs
+
+            # --data LR_DIR --target HR_DIR: the HR images are the ground truth (matched by file name)
+            dataset = open_pairs(data, target, size=size, scale=scale, channels=in_ch, target_channels=out_ch,
+                                 augment=False, n=max_images)
+        if dataset is None:
+            dataset = open_dataset(data, split=split, size=size, augment=False, direction=direction, n=max_images,
+                                   channels=in_ch, target_channels=out_ch, target_scale=scale)
         if len(dataset) == 0:
             raise GanzipError(f"{data} ({split}) has no images to evaluate")
         if getattr(dataset, "skipped", 0):
@@ -228,16 +272,21 @@ def evaluate(student, teacher=None, data=None, target=None, size: int = 256, bat
         paired = getattr(dataset, "kind", "") == "paired"
 
         extractor = None
-        try:
-            extractor = fidm.load_inception(inception_weights, dims=fid_dims, device=dev, offline=offline)
-            asset_records.append(extractor.weights)
-        except AssetMissingError as exc:
-            asset_records.append(_unavailable("inception_fid", exc, allow_missing, notes, "FID and KID"))
+        if not fid:
+            notes.append("FID and KID skipped (--no-fid)")
+        else:
+            try:
+                extractor = fidm.load_inception(inception_weights, dims=fid_dims, device=dev, offline=offline)
+                asset_records.append(extractor.weights)
+            except AssetMissingError as exc:
+                asset_records.append(_unavailable("inception_fid", exc, allow_missing, notes, "FID and KID"))
         if extractor is not None and fid_dims != 2048:
             fidm._warn(f"FID uses {fid_dims}-d Inception features, not the protocol's 2048: "
                        "values are not comparable to published FIDs")
 
         lp = None
+        if not lpips:
+            notes.append("LPIPS skipped (--no-lpips)")
         if lpips and (t_model is not None or paired):
             from .metrics.lpips import load_lpips
 
@@ -249,7 +298,7 @@ def evaluate(student, teacher=None, data=None, target=None, size: int = 256, bat
 
         ref = None
         if extractor is not None:
-            ref = _reference_stats(extractor, data, split, size, direction, target, real_stats, batch_size,
+            ref = _reference_stats(extractor, data, split, out_side, direction, target, real_stats, batch_size,
                                    progress, notes)
 
         # ---- generate and measure, batch by batch
@@ -285,7 +334,9 @@ def evaluate(student, teacher=None, data=None, target=None, size: int = 256, bat
             names = [Path(p).stem for p in batch["path"]]
             for i in range(x.shape[0]):
                 if len(grid) < grid_images:
-                    row = {"input": _rgb3(_round_uint8(x[i:i + 1]), "input")[0].cpu()}
+                    # the input as shown: RGB (grey repeated, a mask left out), resized to the outputs' size
+                    shown = display_rgb(x[i:i + 1], outs["student"].shape[-2:])
+                    row = {"input": _round_uint8(shown)[0].cpu()}
                     row.update({who: u8[i].cpu() for who, u8 in outs.items()})
                     if gt is not None:
                         row["target"] = gt[i].cpu()
@@ -335,7 +386,10 @@ def evaluate(student, teacher=None, data=None, target=None, size: int = 256, bat
         if t_model is not None:
             models["teacher"] = _describe_model(teacher, t_model, arch)
         data_info = {"source": str(data), "split": split, "kind": getattr(dataset, "kind", None),
-                     "images": count, "size": size, "direction": direction}
+                     "images": count, "size": size, "direction": direction,
+                     "output_size": out_side, "scale": scale, "in_channels": in_ch, "out_channels": out_ch}
+        if getattr(dataset, "root_b", None) is not None and target is not None and scale > 1:
+            data_info["ground_truth"] = f"{target} (paired by file name)"
 
     report: dict[str, Any] = {
         "schema_version": 1,

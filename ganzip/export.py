@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import re
 import statistics
@@ -32,7 +33,8 @@ import torch
 import torch.nn as nn
 
 from . import io as gio
-from .errors import GanzipError
+from . import rundir
+from .errors import GanzipError, in_stage
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -247,6 +249,7 @@ def _is_student_file(source) -> bool:
 # ---------------------------------------------------------------- public
 
 
+@in_stage("exporting")
 def export_model(model: nn.Module, out: str | os.PathLike, format: str = "onnx", size: int = 256,
                  dynamic: bool = False, tolerance: float = TOLERANCE, seeds=SEEDS, opset: int = OPSET,
                  latency: bool = True, repeats: int = 10, warmup: int = 2, in_channels: int | None = None) -> ExportResult:
@@ -378,29 +381,40 @@ def _export_and_verify(model, path: Path, final: Path, format, c, example, size,
 def export(source, out: str | os.PathLike | None = None, format: str = "onnx", *, arch: str | None = None,
            arch_opts=None, trust_pickle: bool = False, size: int = 256, dynamic: bool = False,
            tolerance: float = TOLERANCE, seeds=SEEDS, opset: int = OPSET, latency: bool = True,
-           repeats: int = 10) -> ExportResult:
+           repeats: int = 10, overwrite: bool = False) -> ExportResult:
     """Load a student (or anything `ganzip.load_generator` accepts) and export it verified.
 
-    `out` defaults to the source's name with `.onnx` or `.torchscript.pt`.
-    See `export_model` for the other arguments and the checks made.
+    `out` defaults to the source's name with `.onnx` or `.torchscript.pt`. An
+    existing `out` is replaced only with `overwrite`, and only when ganzip
+    wrote it (see `ganzip.rundir`). See `export_model` for the other
+    arguments and the checks made.
     """
     from .loading import load_generator
 
     if format not in FORMATS:
         raise GanzipError(f"unknown export format {format!r}: use onnx or torchscript")
+    if isinstance(tolerance, (int, float)) and not (math.isfinite(tolerance) and tolerance > 0):
+        raise GanzipError(f"--tolerance must be a positive number such as 1e-4, got {tolerance}")
+    if isinstance(source, nn.Module) and out is None:
+        raise GanzipError("give an output path when exporting a module")
+    target = Path(out) if out is not None else default_output(source, format)
+    rundir.check_path(target)
+    if not isinstance(source, nn.Module) and target.resolve() == Path(source).resolve():
+        raise GanzipError(f"--out {target} is the input file itself: choose another output path")
+    if not target.is_dir():
+        rundir.check_replaceable(target.parent, [target.name], overwrite=overwrite, what="export")
     if isinstance(source, nn.Module):
-        if out is None:
-            raise GanzipError("give an output path when exporting a module")
         model = source
     elif _is_student_file(source):
         from .student import load_student
 
         # load_student itself, so that --arch confirms a student cut from package.module:callable
-        model = load_student(source, device="cpu", arch=arch)
+        from .loading import parse_arch_opts
+
+        model = load_student(source, device="cpu", arch=arch, arch_opts=parse_arch_opts(arch_opts))
     else:
         model = load_generator(source, arch=arch, arch_opts=arch_opts, trust_pickle=trust_pickle, device="cpu")
-    out = Path(out) if out is not None else default_output(source, format)
-    if not isinstance(source, nn.Module) and out.resolve() == Path(source).resolve():
-        raise GanzipError(f"--out {out} is the input file itself: choose another output path")
-    return export_model(model, out, format=format, size=size, dynamic=dynamic, tolerance=tolerance, seeds=seeds,
-                        opset=opset, latency=latency, repeats=repeats)
+    result = export_model(model, target, format=format, size=size, dynamic=dynamic, tolerance=tolerance, seeds=seeds,
+                          opset=opset, latency=latency, repeats=repeats)
+    rundir.record(target.parent, [target.name])
+    return result

@@ -36,7 +36,23 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _in_ganzip_home(path: Path | str) -> bool:
+    """Is `path` under ganzip's own cache ($GANZIP_HOME), where no --out flag applies?"""
+    home = os.environ.get("GANZIP_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ganzip")
+    try:
+        return Path(path).resolve().is_relative_to(Path(home).resolve())
+    except (OSError, ValueError):
+        return False
+
+
 def os_error_message(exc: OSError, path: Path | str) -> str:
+    if _in_ganzip_home(path):
+        fix = "make $GANZIP_HOME writable, or set GANZIP_HOME to a writable folder"
+        if exc.errno == errno.ENOSPC:
+            return f"no space left on the device while writing {path}: free some space, or set GANZIP_HOME to a folder on another disk"
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f"permission denied writing {path} in ganzip's cache: {fix}"
     if exc.errno == errno.ENOSPC:
         return f"no space left on the device while writing {path}: free some space or choose another --out"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):

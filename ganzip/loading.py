@@ -6,7 +6,6 @@ architecture, a TorchScript archive, a ganzip student, or (only with
 """
 from __future__ import annotations
 
-import importlib
 import pickle
 import zipfile
 from pathlib import Path
@@ -15,13 +14,15 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from . import models
+from . import models, trust
 from .devices import resolve_device
-from .errors import GanzipError
+from .errors import GanzipError, in_stage
 
 # Keys that checkpoints commonly wrap a generator's state dict in, most specific first.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "netG", "netG_A", "G", "generator", "model", "net", "ema", "params")
 _INSTANCE_NORM_LEGACY = ("running_mean", "running_var", "num_batches_tracked")
+AUTO = "auto"  # --arch auto: recognise the architecture with spandrel (ganzip.autodetect)
+SPANDREL_PREFIX = "spandrel/"
 
 
 # ---------------------------------------------------------------- arch options
@@ -55,26 +56,45 @@ def parse_arch_opts(items) -> dict[str, Any]:
     return out
 
 
-def build_arch(arch: str, opts: Mapping[str, Any] | None = None) -> nn.Module:
-    """Build an architecture: a zoo name, or `package.module:callable` (class or factory)."""
-    opts = dict(opts or {})
+def build_arch(arch: str, opts: Mapping[str, Any] | None = None, origin: trust.Origin = trust.USER) -> nn.Module:
+    """Build an architecture: a zoo name, `package.module:callable` (class or factory), or `spandrel/ID`.
+
+    `origin` says where the name and options came from (see `ganzip.trust`):
+    a name a file supplies is acted on only as far as the user confirmed it.
+    ``spandrel/ID`` names (recorded by ``--arch auto``) build only classes of
+    spandrel's own registry (``ganzip.autodetect``), never an import a file names.
+    """
+    if not isinstance(arch, str) or not arch:
+        raise GanzipError(f"the architecture from {origin.source} must be a name, got {type(arch).__name__}")
+    opts = dict(opts or {}) if not origin.from_file else trust.check_opts(opts or {}, origin.source)
+    if arch.startswith(SPANDREL_PREFIX):
+        from .autodetect import build
+
+        if origin.from_file:  # a file describes it: size it on the meta device first
+            try:
+                with torch.device("meta"):
+                    sized = build(arch, opts)
+            except GanzipError:
+                raise
+            except Exception:
+                sized = None  # not every class builds on the meta device; it is built for real below
+            if sized is not None:
+                trust.check_param_count(sized, f"the {arch} that {origin.source} describes")
+        return build(arch, opts)
     if ":" not in arch:
+        if origin.from_file:  # a file describes it: size it on the meta device first
+            with torch.device("meta"):
+                trust.check_param_count(models.create(arch, **opts), f"the {arch} that {origin.source} describes")
         return models.create(arch, **opts)
-    module_name, _, attr = arch.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise GanzipError(
-            f"cannot import {module_name!r} for --arch {arch}: {exc.__class__.__name__}: {exc}. "
-            "Check the spelling and that the package is installed or on PYTHONPATH"
-        ) from exc
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise GanzipError(f"{module_name!r} has no attribute {attr!r} (from --arch {arch})")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise GanzipError(f"--arch {arch} is not callable: give a class or a function that returns an nn.Module")
+    obj = trust.resolve(arch, opts, origin)
+    if origin.from_file:
+        try:
+            with torch.device("meta"):
+                sized = obj(**opts)
+        except Exception:
+            sized = None  # not every class builds on the meta device; it is built for real below
+        if isinstance(sized, nn.Module):
+            trust.check_param_count(sized, f"the {arch} that {origin.source} describes")
     try:
         model = obj(**opts)
     except TypeError as exc:
@@ -264,8 +284,9 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], arch: str 
 
 # ---------------------------------------------------------------- public entry point
 
+@in_stage("loading the model")
 def load_generator(source, arch: str | None = None, arch_opts=None, trust_pickle: bool = False,
-                   device="cpu") -> nn.Module:
+                   device="cpu", trust_code: bool = False) -> nn.Module:
     """Load a generator from anything users bring, in eval mode on `device`.
 
     Args:
@@ -277,6 +298,8 @@ def load_generator(source, arch: str | None = None, arch_opts=None, trust_pickle
         arch_opts: dict or list of "key=value" strings passed to the architecture.
         trust_pickle: allow unpickling whole objects (can run code: only for trusted files).
         device: "auto", "cpu", "cuda" or a torch.device.
+        trust_code: let a file's recorded factory function and its options run
+            without confirming each option (see docs/security.md).
     """
     dev = resolve_device(device)
     opts = parse_arch_opts(arch_opts)
@@ -292,9 +315,21 @@ def load_generator(source, arch: str | None = None, arch_opts=None, trust_pickle
         if meta.get("ganzip.format") == "student":
             from .student import load_student
 
-            return load_student(path, device=dev, arch=arch)
-        if meta.get("ganzip.format") == "generator" and not arch:
-            arch, opts = _recorded_arch(meta, path)
+            return load_student(path, device=dev, arch=arch, arch_opts=opts, trust_code=trust_code)
+        if meta.get("ganzip.format") == "generator" and arch == AUTO:
+            arch = None  # the file records its architecture: nothing to recognise
+        if meta.get("ganzip.format") == "generator" and (not arch or ":" in arch):
+            recorded, file_opts = _recorded_arch(meta, path, arch)
+            if opts and not arch:
+                raise GanzipError(
+                    f"{path.name} records its architecture ({recorded}); --arch-opt would be ignored: "
+                    "drop --arch-opt, or pass --arch as well to build another architecture"
+                )
+            if recorded == arch or not arch:
+                origin = trust.Origin(source=f"generator file {path.name}", user_opts=opts, trust_code=trust_code)
+                model = build_arch(recorded, {**file_opts, **opts}, origin=origin)
+                load_state_into(model, unwrap_state_dict(tensors), recorded, file_opts, source=path.name)
+                return model.to(dev).eval()
         obj: Any = tensors
     else:
         obj = read_checkpoint(path, trust_pickle=trust_pickle)
@@ -302,44 +337,97 @@ def load_generator(source, arch: str | None = None, arch_opts=None, trust_pickle
         return obj.to(dev).eval()
     if isinstance(obj, nn.Module):
         return obj.to(dev).eval()
+    if not arch or arch == AUTO or arch.startswith(SPANDREL_PREFIX):
+        return load_auto(obj, path.name, arch=arch).to(dev).eval()
     state = unwrap_state_dict(obj)
-    if not arch:
-        raise GanzipError(
-            f"{path.name} holds only weights: name the architecture with --arch "
-            f"({', '.join(models.list_models('generator'))}) or --arch package.module:callable"
-        )
     model = build_arch(arch, opts)
     load_state_into(model, state, arch, opts, source=path.name)
     return model.to(dev).eval()
 
 
-def _recorded_arch(meta: Mapping[str, str], path: Path) -> tuple[str, dict]:
+def load_auto(obj: Any, source: str, arch: str | None = None) -> nn.Module:
+    """A bare state dict whose architecture spandrel recognises (``--arch auto``, or no ``--arch`` at all).
+
+    ``obj`` is what the file holds: a state dict, or one wrapped the usual
+    ways; BasicSR's releases (Real-ESRGAN...) keep the weights to use under
+    ``params_ema``, which wins over ``params``.
+
+    With ``arch`` None a miss (or spandrel not installed) is the usual
+    "holds only weights" error; with ``arch="auto"`` the miss says that
+    spandrel does not know the file. ``arch="spandrel/ID"`` (as recorded in a
+    report) also checks that spandrel finds that architecture.
+    """
+    from . import autodetect
+
+    if isinstance(obj, Mapping):
+        for key in ("params_ema", "params-ema"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    state = unwrap_state_dict(obj)
+    if not arch:
+        try:
+            import spandrel  # noqa: F401
+        except ImportError:
+            raise GanzipError(
+                f"{source} holds only weights: name the architecture with --arch "
+                f"({', '.join(models.list_models('generator'))}) or --arch package.module:callable, "
+                f"or --arch auto to recognise it ({autodetect.INSTALL_HINT})"
+            ) from None
+        try:
+            return autodetect.detect(state, source)
+        except GanzipError:
+            raise GanzipError(
+                f"{source} holds only weights and spandrel does not recognise them: name the architecture with --arch "
+                f"({', '.join(models.list_models('generator'))}) or --arch package.module:callable"
+            ) from None
+    model = autodetect.detect(state, source)
+    found = model.ganzip_spec["arch"]
+    if arch not in (AUTO, found):
+        raise GanzipError(f"{source} holds a {found} model, not {arch}: pass --arch {found} or --arch auto")
+    return model
+
+
+def _recorded_arch(meta: Mapping[str, str], path: Path, given: str | None = None) -> tuple[str, dict]:
     """The architecture a ganzip ``generator`` file records (``ganzip.teacher.save_generator``)."""
     import json
 
     try:
         spec = json.loads(meta["ganzip.arch_spec"])
-        arch, opts = spec["arch"], dict(spec.get("opts", {}))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise GanzipError(f"{path} has damaged ganzip metadata ({exc}): load it with --arch") from exc
-    if ":" in arch:  # never import code the user did not name
-        raise GanzipError(f"{path.name} holds a {arch} generator; loading it imports that module: pass --arch {arch}")
+        arch, opts = spec["arch"], spec.get("opts", {})
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise GanzipError(f"{path} has damaged ganzip metadata ({_first_line(exc)}): load it with --arch") from exc
+    what = f"generator file {path.name}"
+    opts = trust.check_opts(opts, what)
+    trust.confirm(arch, given, opts, f"generator file {path.name}")  # never import code the user did not name
     return arch, opts
+
+
+MIN_SIZE, MAX_SIZE = 8, 4096
+
+
+def check_size_value(size: Any, flag: str = "--size") -> int:
+    """An image side ganzip can run at: a whole number from 8 to 4096 pixels."""
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
+        raise GanzipError(f"{flag} must be a whole number of pixels from {MIN_SIZE} to {MAX_SIZE}, got {size!r} "
+                          "(the input image side; for example --size 256)")
+    return size
 
 
 def check_image_model(model: nn.Module, size: int, in_channels: int | None = None, device="cpu") -> None:
     """Raise a clear error unless `model` maps a 1×C×size×size image to an N×C×H×W tensor."""
     from .metrics.cost import infer_in_channels
 
+    check_size_value(size)
     c = in_channels or infer_in_channels(model, size=size)
     x = torch.zeros(1, c, size, size, device=resolve_device(device))
     try:
         with torch.inference_mode():
             y = model(x)
     except Exception as exc:
-        guessed = "" if in_channels else f"{c} image channels is a guess: give the right count with --in-channels N (in_channels=); "
+        guessed = "" if in_channels else f"{c} image channels is a guess: give the right count with --in-channels; "
         raise GanzipError(f"the model failed on a 1x{c}x{size}x{size} input ({_first_line(exc)}); "
-                          f"{guessed}check --size and --arch") from exc
+                          f"{guessed}check --size, --arch") from exc
     if not isinstance(y, torch.Tensor) or y.ndim != 4:
         kind = type(y).__name__ if not isinstance(y, torch.Tensor) else f"a tensor of shape {tuple(y.shape)}"
         raise GanzipError(f"the model returned {kind}, not an image tensor (N x C x H x W): ganzip needs a generator that maps images to images")

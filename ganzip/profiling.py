@@ -1,7 +1,8 @@
 """Teacher-versus-student cost, as `ganzip profile` reports it."""
 from __future__ import annotations
 
-from .loading import check_image_model, load_generator
+from .errors import GanzipError
+from .loading import check_image_model, check_size_value, load_generator
 from .metrics.cost import profile_model, set_in_channels
 from .student import build_student
 
@@ -14,6 +15,9 @@ def profile(model=None, arch=None, arch_opts=None, trust_pickle=False, width=Non
     the student and ratios appear only with `width`. `in_channels` is the image's
     channel count, when the guess from the model's first convolution is wrong.
     """
+    check_size_value(size)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise GanzipError(f"--repeats must be at least 1, got {repeats!r}")
     teacher = load_generator(model, arch=arch, arch_opts=arch_opts, trust_pickle=trust_pickle, device="cpu")
     set_in_channels(teacher, in_channels)
     check_image_model(teacher, size, in_channels)

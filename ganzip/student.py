@@ -25,7 +25,8 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
 from .devices import resolve_device
-from .errors import GanzipError
+from . import trust
+from .errors import GanzipError, in_stage
 from .io import save_safetensors_atomic
 from .models import init_weights
 
@@ -208,7 +209,8 @@ def _tied_layers(model: nn.Module, example: torch.Tensor, out_shape, width: floa
         if c in image:
             tied[name] = f"has the image's {c} channels (it works on the image itself)"
         elif kept_channels(c, width, round_to) < 1:
-            tied[name] = f"has {c} channels, which --width {width} would leave with none"
+            rounding = f" and --round-to {round_to}" if round_to > 1 else ""
+            tied[name] = f"has {c} channels, which --width {width}{rounding} would leave with none"
     return tied
 
 
@@ -264,7 +266,7 @@ def _reference_shapes(teacher: nn.Module, example: torch.Tensor) -> dict[bool, t
         if failure is None and isinstance(y, torch.Tensor):
             shapes[training] = tuple(y.shape)
     if False not in shapes:
-        raise GanzipError(f"the teacher fails on a {tuple(example.shape)} input before any pruning: check --size and --in-channels")
+        raise GanzipError(f"the teacher fails on a {tuple(example.shape)} input before any pruning: check --size, --in-channels")
     return shapes
 
 
@@ -451,12 +453,21 @@ def _trace_input(teacher: nn.Module, in_ch: int, size: int | None) -> torch.Tens
     return torch.zeros(1, in_ch, full, full)
 
 
-def _nothing_prunable(width: float, keep: Mapping[str, str], message: str | None) -> GanzipError:
+def _nothing_prunable(model: nn.Module, width: float, round_to: int, keep: Mapping[str, str],
+                      message: str | None) -> GanzipError:
     named = "; ".join(f"{n} {r}" for n, r in list(keep.items())[:3])
     more = f" (and {len(keep) - 3} more)" if len(keep) > 3 else ""
     why = f"; the last attempt failed with {message}" if message else ""
+    widest = max((_out_channels(m) for m in model.modules() if isinstance(m, _PRUNABLE)), default=1)
+    fix = (f"; use --round-to {kept_round_to(widest, width)} or less"
+           if round_to > 1 and kept_channels(widest, width, round_to) < 1 else "")
     return GanzipError(f"--width {width}: nothing in this model can be pruned: every layer stays at full width "
-                       f"({named}{more}){why}")
+                       f"({named}{more}){why}{fix}")
+
+
+def kept_round_to(channels: int, width: float) -> int:
+    """The largest --round-to that still keeps a channel of a `channels`-wide layer at `width`."""
+    return max(1, int(math.floor(width * channels)))
 
 
 def kept_channels(channels: int, width: float, round_to: int = 1) -> int:
@@ -467,6 +478,7 @@ def kept_channels(channels: int, width: float, round_to: int = 1) -> int:
     return kept
 
 
+@in_stage("building the student")
 def build_student(teacher: nn.Module, width: float, init: str = "scratch", round_to: int = 1,
                   example_input: torch.Tensor | None = None, size: int | None = None,
                   seed: int = 0, in_channels: int | None = None) -> nn.Module:
@@ -519,7 +531,7 @@ def build_student(teacher: nn.Module, width: float, init: str = "scratch", round
             student, keep, message, trace = other, other_keep, other_message, "train"
     teacher_params = count_params(reference)
     if student is None or (width < 1.0 and count_params(student) >= teacher_params):
-        raise _nothing_prunable(width, keep, message)
+        raise _nothing_prunable(reference, width, round_to, keep, message)
     if hasattr(teacher, "ganzip_spec"):
         student.ganzip_spec = copy.deepcopy(teacher.ganzip_spec)
     if init == "scratch":
@@ -597,12 +609,50 @@ def read_student_metadata(path: str | Path) -> dict[str, str]:
     return meta
 
 
-def load_student(path: str | Path, device="cpu", arch: str | None = None) -> nn.Module:
+def _read_structure(meta: Mapping[str, str], path: Path) -> tuple[dict, dict]:
+    """The teacher spec and per-layer structure a student file claims, validated as data."""
+    what = f"student {path.name}"
+    try:
+        spec = json.loads(meta["ganzip.teacher_spec"])
+        layers = json.loads(meta["ganzip.structure"])
+    except (KeyError, ValueError, RecursionError) as exc:
+        kind = "nested too deeply" if isinstance(exc, RecursionError) else f"{exc.__class__.__name__}: {str(exc)[:80]}"
+        raise GanzipError(f"{path} has damaged ganzip metadata ({kind}): re-save it with ganzip") from None
+    if not isinstance(spec, dict) or "arch" not in spec:
+        raise GanzipError(f"{path} has damaged ganzip metadata: its teacher spec is not a table with an arch")
+    if not isinstance(spec["arch"], str) or not spec["arch"]:
+        raise GanzipError(f"{path} has damaged ganzip metadata: its architecture is a {type(spec['arch']).__name__}, not a name")
+    spec = {"arch": spec["arch"], "opts": trust.check_opts(spec.get("opts", {}), what)}
+    if not isinstance(layers, dict):
+        raise GanzipError(f"{path} has damaged ganzip metadata: its structure is a {type(layers).__name__}, not a table of layers")
+    shapes = {}
+    for name, info in layers.items():
+        if (not isinstance(info, dict) or not isinstance(info.get("type"), str)
+                or not isinstance(info.get("attrs", {}), dict) or not isinstance(info.get("tensors", {}), dict)):
+            raise GanzipError(f"{path} has damaged ganzip metadata at layer {str(name)[:60]!r}: expected type, attrs and tensors")
+        for attr, value in info.get("attrs", {}).items():
+            values = value if isinstance(value, list) else [value]
+            if attr not in _CHANNEL_ATTRS or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31 for v in values):
+                raise GanzipError(f"{path} has damaged ganzip metadata at layer {str(name)[:60]!r}: "
+                                  f"attribute {str(attr)[:40]!r} = {str(value)[:40]} is not a channel count")
+        for tname, shape in info.get("tensors", {}).items():
+            shapes[f"{name}.{tname}"] = shape
+        info.setdefault("attrs", {})
+        info.setdefault("tensors", {})
+    trust.check_numel(shapes, what)
+    return spec, layers
+
+
+@in_stage("loading the student")
+def load_student(path: str | Path, device="cpu", arch: str | None = None, arch_opts: Mapping[str, Any] | None = None,
+                 trust_code: bool = False) -> nn.Module:
     """Rebuild a student saved by `save_student`, in eval mode.
 
     A student cut from a user's class (`package.module:callable`) needs that
     module imported; pass `arch` equal to the recorded one to confirm it, so
-    that loading a file never imports code the user did not name.
+    that loading a file never imports code the user did not name. A student of
+    a factory function also needs the recorded options confirmed
+    (`arch_opts`), or `trust_code=True` (see docs/security.md).
     """
     from .loading import build_arch, read_safetensors
 
@@ -611,24 +661,20 @@ def load_student(path: str | Path, device="cpu", arch: str | None = None) -> nn.
         raise GanzipError(f"no such file: {path}")
     tensors, meta = read_safetensors(path)
     if meta.get("ganzip.format") != "student":
-        raise GanzipError(f"{path} is not a ganzip student (no structure metadata): load it with --arch instead")
-    try:
-        spec = json.loads(meta["ganzip.teacher_spec"])
-        layers = json.loads(meta["ganzip.structure"])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise GanzipError(f"{path} has damaged ganzip metadata ({exc})") from exc
-    if ":" in spec["arch"] and arch != spec["arch"]:
-        raise GanzipError(f"{path.name} was cut from {spec['arch']}; loading it imports that module: pass --arch {spec['arch']} to confirm")
+        raise GanzipError(f"{path} is not a ganzip student (no structure metadata): load it with arch= instead")
+    spec, layers = _read_structure(meta, path)
+    trust.confirm(spec["arch"], arch, spec["opts"], f"student {path.name}", keyword="--arch")
+    origin = trust.Origin(source=f"student {path.name}", user_opts=dict(arch_opts or {}), trust_code=trust_code)
     with torch.device("meta"):
         skeleton_ok = True
         try:
-            model = build_arch(spec["arch"], spec["opts"])
+            model = build_arch(spec["arch"], spec["opts"], origin=origin)
         except GanzipError:
             raise
         except Exception:
             skeleton_ok = False
     if not skeleton_ok:
-        model = build_arch(spec["arch"], spec["opts"])
+        model = build_arch(spec["arch"], spec["opts"], origin=origin)
     model = model.to_empty(device="cpu")
     _apply_structure(model, layers)
     try:
@@ -636,7 +682,11 @@ def load_student(path: str | Path, device="cpu", arch: str | None = None) -> nn.
     except RuntimeError as exc:
         raise GanzipError(f"{path} does not match its recorded structure: {str(exc).splitlines()[0]}") from exc
     model.ganzip_spec = spec
-    model.ganzip_student = json.loads(meta.get("ganzip.student", "{}"))
+    try:
+        info = json.loads(meta.get("ganzip.student", "{}"))
+    except (ValueError, RecursionError):
+        info = None
+    model.ganzip_student = info if isinstance(info, dict) else {}
     return model.to(resolve_device(device)).eval()
 
 
@@ -661,4 +711,4 @@ def check_batch_size(model: nn.Module, batch_size: int, in_channels: int | None 
         stack, _, message = at_one
         where = next((n for n in reversed(stack) if n), "the model")
         raise GanzipError(f"training at batch size 1 fails at {where} ({message}): a BatchNorm after global "
-                          "pooling needs more than one image per step; use --batch-size 2 (batch_size=2)")
+                          "pooling needs more than one image per step; use --batch-size 2")

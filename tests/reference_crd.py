@@ -14,6 +14,12 @@ avoids. Conventions, pinned down from the reference code:
   vector), cos[i, j, k] = <e_ji, e_ki> by bmm, smooth_l1 averaged over all N**3 entries,
   the degenerate ones (j == i, k == i, j == k) included.
 * teacher potentials carry no gradient.
+
+`coincident="zero"` changes one thing: a zero difference vector (exactly repeated
+vectors) contributes a zero gradient, ganzip's convention, instead of the 1e12-scaled one
+that `F.normalize`'s clamp gives it. Values are the same either way.
+
+Run it in float64 (on float64 copies of the inputs) for ground truth.
 """
 from __future__ import annotations
 
@@ -21,24 +27,31 @@ import torch
 import torch.nn.functional as F
 
 
-def _potentials(x: torch.Tensor):
+def _potentials(x: torch.Tensor, coincident: str = "clamp"):
     """(psi_D as N x N, psi_A flattened to N**3) of one set x (N x D), built from the
     explicit difference vectors x_j - x_i (N x N x D)."""
     n = x.shape[0]
     diff = x.unsqueeze(0) - x.unsqueeze(1)  # diff[i, j] = x_j - x_i
-    norm = diff.norm(dim=2)
+    if coincident == "clamp":
+        norm = diff.norm(dim=2)
+        e = diff / norm.clamp_min(1e-12).unsqueeze(2)  # == F.normalize(diff, dim=2)
+    else:  # "zero": the same values, no gradient through a zero difference
+        sq = (diff * diff).sum(dim=2)
+        nonzero = sq > 0
+        norm = torch.where(nonzero, torch.where(nonzero, sq, 1.0).sqrt(), 0.0)
+        e = torch.where(nonzero.unsqueeze(2), diff / torch.where(nonzero, norm, 1.0).unsqueeze(2), 0.0)
     mu = norm.sum() / (n * (n - 1))
     dist = norm / mu if mu > 0 else norm * 0
-    e = diff / norm.clamp_min(1e-12).unsqueeze(2)  # == F.normalize(diff, dim=2)
     angle = torch.bmm(e, e.transpose(1, 2)).reshape(-1)  # angle[i, j, k] = <e_ji, e_ki>
     return dist, angle
 
 
-def rkd_direct(s: torch.Tensor, t: torch.Tensor, w_dist: float = 1.0, w_angle: float = 2.0) -> torch.Tensor:
+def rkd_direct(s: torch.Tensor, t: torch.Tensor, w_dist: float = 1.0, w_angle: float = 2.0,
+               coincident: str = "clamp") -> torch.Tensor:
     """w_dist * L_D + w_angle * L_A (spec §1) of one set: s, t are N x D."""
     with torch.no_grad():
-        t_dist, t_angle = _potentials(t)
-    s_dist, s_angle = _potentials(s)
+        t_dist, t_angle = _potentials(t, coincident)
+    s_dist, s_angle = _potentials(s, coincident)
     loss = s.new_zeros(())
     if w_dist:
         loss = loss + w_dist * F.smooth_l1_loss(s_dist, t_dist, beta=1.0)
@@ -67,13 +80,14 @@ def crd_direct(
     w_dist: float = 1.0,
     w_angle: float = 2.0,
     granularities=("rows", "columns", "patches"),
+    coincident: str = "clamp",
 ) -> torch.Tensor:
     """L_CRD (spec §2) of N x C x H x W images, averaged over the images."""
     total = student.new_zeros(())
     for s_img, t_img in zip(student, teacher):
         for g in granularities:
             total = total + rkd_direct(
-                slices_direct(s_img, g, patch_size), slices_direct(t_img, g, patch_size), w_dist, w_angle
+                slices_direct(s_img, g, patch_size), slices_direct(t_img, g, patch_size), w_dist, w_angle, coincident
             )
     return total / student.shape[0]
 

@@ -147,7 +147,7 @@ def test_reading_a_manifest_imports_no_code_it_names(tmp_path):
     write(tmp_path / "G.pth", "x")
     m = batch.load_manifest(write(tmp_path / "m.toml", '[[job]]\nname = "a"\nmodel = "G.pth"\n'
                                   'data = "builtin:day2night"\narch = "not_a_real_module_xyz:build"\n'
-                                  'set = ["perceptual.weight=0"]\n'))
+                                  'set = ["perceptual.weight=0"]\n'), trust_code=True)
     assert m.jobs[0].arch == "not_a_real_module_xyz:build"  # only a string until the job runs
     assert "not_a_real_module_xyz" not in sys.modules
 
@@ -375,7 +375,7 @@ def test_a_users_own_module_callable_is_a_teacher_source(first_run, tmp_path, mo
                                           f'arch = "tinygen_batch_mod:make"\narch_opts = {{ngf = 8}}\n'
                                           f'data = "{root / "pngs"}"\nrecipe = "kd-pixel"\nsize = 64\nsteps = 2\n'
                                           f'checkpoint_every = 0\neval_every = 0\nset = {FAST}\n')
-    result = batch.run_batch(manifest, tmp_path / "out", latency=False)
+    result = batch.run_batch(manifest, tmp_path / "out", latency=False, trust_code=True)
     row = result.jobs[0].row
     assert result.jobs[0].status == "finished", result.jobs[0].error
     assert row["arch"] == "tinygen_batch_mod:make" and row["teacher_params"] > row["student_params"]

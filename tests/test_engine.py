@@ -171,7 +171,7 @@ def test_crd_uses_teacher_fakes_and_an_adversarial_student():
 
 
 def test_scratch_needs_target_images():
-    with pytest.raises(GanzipError, match="--target"):
+    with pytest.raises(GanzipError, match="target="):
         engine.plan_losses(recipes.resolve_recipe("scratch"), has_targets=False, paired=False)
 
 
@@ -196,7 +196,7 @@ def test_rkd_instance_needs_three_images_per_batch():
 def test_size_not_divisible_by_the_patch_names_both_fixes():
     with pytest.raises(GanzipError) as err:
         engine.check_size(recipes.resolve_recipe("crd", ["train.size=100"]))
-    assert "--set crd.patch_size=" in str(err.value) and "--size" in str(err.value)
+    assert "overrides=['crd.patch_size=" in str(err.value) and "size=" in str(err.value)
 
 
 # ---------------------------------------------------------------- OUT folder
@@ -212,7 +212,7 @@ def test_finished_run_is_not_overwritten_without_overwrite(tmp_path):
     engine.write_run_marker(tmp_path, "finished", {})
     (tmp_path / engine.STUDENT).write_bytes(b"x")
     for resume in (True, False):
-        with pytest.raises(GanzipError, match="--overwrite"):
+        with pytest.raises(GanzipError, match="overwrite=True"):
             engine.prepare_out(tmp_path, resume=resume, overwrite=False)
     assert engine.prepare_out(tmp_path, resume=False, overwrite=True) == "fresh"
     assert not (tmp_path / engine.STUDENT).exists()

@@ -113,7 +113,7 @@ def test_static_onnx_is_checked_at_its_own_shape_only(student_file, tmp_path):
 
 def test_an_operator_onnx_cannot_express_is_a_clear_error(tmp_path):
     torch.manual_seed(0)
-    with pytest.raises(GanzipError, match=r"cannot express the operator aten::fft_fft2.*--format torchscript"):
+    with pytest.raises(GanzipError, match=r"cannot express the operator aten::fft_fft2.*format='torchscript'"):
         export_model(FourierMix().eval(), tmp_path / "f.onnx", format="onnx", size=16, latency=False)
     assert list(tmp_path.iterdir()) == []  # nothing half-written or unverified is left
 
@@ -176,8 +176,11 @@ def test_a_student_of_a_users_class_exports_once_arch_confirms_it(cli, tmp_path,
     save_student(build_student(teacher, 0.5, size=SIZE), tmp_path / "s.safetensors")
     cli("export", tmp_path / "s.safetensors", "--size", SIZE, "--no-latency").assert_user_error(
         "--arch tinygen_export_mod:make")
-    res = cli("export", tmp_path / "s.safetensors", "--arch", "tinygen_export_mod:make", "--size", SIZE,
-              "--format", "torchscript", "--no-latency")
+    # a factory function's recorded options are confirmed too (docs/security.md)
+    cli("export", tmp_path / "s.safetensors", "--arch", "tinygen_export_mod:make", "--size", SIZE,
+        "--no-latency").assert_user_error("--arch-opt ngf=8")
+    res = cli("export", tmp_path / "s.safetensors", "--arch", "tinygen_export_mod:make", "--arch-opt", "ngf=8",
+              "--size", SIZE, "--format", "torchscript", "--no-latency")
     assert res.exit_code == 0, res.stderr
 
 

@@ -126,7 +126,7 @@ def test_perceptual_missing_weights_name_file_places_and_off_switch(tmp_path, mo
     msg = str(info.value)
     assert "vgg16-397923af.pth" in msg
     assert str(tmp_path / "ganzip_home") in msg
-    assert "--set perceptual.weight=0" in msg
+    assert "overrides=['perceptual.weight=0']" in msg  # the library names the keyword; the CLI says --set
 
 
 def test_perceptual_missing_explicit_file_is_asset_error(tmp_path):

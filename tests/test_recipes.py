@@ -31,7 +31,10 @@ def test_every_preset_resolves_to_a_typed_config(name):
 
 def test_crd_has_the_paper_unpaired_defaults():
     cfg = recipes.resolve_recipe("crd")
-    assert (cfg.crd.weight, cfg.perceptual.weight, cfg.train.batch_size, cfg.crd.patch_size) == (25.0, 1.0, 1, 32)
+    from ganzip.engine import crd_patch_size
+
+    # k = 32 at the paper's 256 px (patch_size 0: the same 8 x 8 grid at any output side)
+    assert (cfg.crd.weight, cfg.perceptual.weight, cfg.train.batch_size, crd_patch_size(cfg, 256)) == (25.0, 1.0, 1, 32)
     assert cfg.adversarial.mode == "lsgan" and cfg.adversarial.weight == 1.0
     assert cfg.discriminator.enabled and cfg.discriminator.fakes == ["teacher"]
     assert (cfg.train.lr, cfg.train.beta1, cfg.train.beta2, cfg.train.epochs) == (2e-4, 0.5, 0.999, 100)
@@ -225,3 +228,13 @@ def test_recipes_show_json(cli):
 
 def test_recipes_show_unknown_recipe_is_a_user_error(cli):
     cli("recipes", "show", "nope").assert_user_error("valid recipes", "crd")
+
+
+def test_crd_precision_is_a_recipe_key_that_reaches_the_loss():
+    from ganzip import engine
+
+    cfg = recipes.resolve_recipe("crd", ["crd.precision=float32", "perceptual.weight=0"])
+    plan = engine.plan_losses(cfg, has_targets=False, paired=False)
+    assert engine._Losses(cfg, plan, offline=True, out_side=64).crd.precision == "float32"
+    with pytest.raises(GanzipError, match="precision"):
+        recipes.resolve_recipe("crd", ["crd.precision=float16"])

@@ -197,7 +197,7 @@ def test_numpy_loads_never_allow_pickle():
 
 # Code is imported only from a name the user typed (--arch package.module:callable) or a fixed list
 # (the CLI's command modules; onnx/onnxruntime probed before an export).
-IMPORT_SITES = {("ganzip/loading.py", "build_arch"), ("ganzip/cli/__init__.py", "_load_commands"),
+IMPORT_SITES = {("ganzip/trust.py", "resolve"), ("ganzip/cli/__init__.py", "_load_commands"),
                 ("ganzip/export.py", "_require_onnx")}
 
 

@@ -119,7 +119,7 @@ def test_user_class_student_reload_needs_the_arch_named(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     teacher = load_generator(None, arch="owngen:Gen", arch_opts=["ch=16"])
     path = save_student(build_student(teacher, 0.25), tmp_path / "s.safetensors")
-    with pytest.raises(GanzipError, match="--arch owngen:Gen"):
+    with pytest.raises(GanzipError, match="arch='owngen:Gen'"):
         load_student(path)
     assert load_student(path, arch="owngen:Gen").a.out_channels == 4
 

@@ -177,5 +177,5 @@ def test_generator_file_of_a_users_class_needs_arch_to_load(tmp_path):
     model = torch.nn.Conv2d(3, 3, 1)
     model.ganzip_spec = {"arch": "mypkg.nets:Net", "opts": {}}
     path = teacher.save_generator(model, tmp_path / "g.safetensors")
-    with pytest.raises(GanzipError, match="--arch mypkg.nets:Net"):
+    with pytest.raises(GanzipError, match="arch='mypkg.nets:Net'"):
         load_generator(str(path))

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from ..errors import GanzipError
+from ..errors import CLI_WORDING, GanzipError, Terminated, describe_unexpected
 
 # Modules that define commands. Each one does `@main.command(...)`.
 COMMAND_MODULES = (
@@ -34,6 +34,7 @@ COMMAND_MODULES = (
 class _Group(click.Group):
     def invoke(self, ctx):
         debug = ctx.obj.get("debug", False) if isinstance(ctx.obj, dict) else False
+        wording = CLI_WORDING.set(True)  # messages name this command line's flags
         try:
             return super().invoke(ctx)
         except GanzipError as exc:
@@ -41,11 +42,25 @@ class _Group(click.Group):
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except Terminated:
+            if debug:
+                raise
+            click.echo("terminated (SIGTERM): run the same command again to resume", err=True)
+            ctx.exit(143)
         except KeyboardInterrupt:
             if debug:
                 raise
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything a user's model or data causes: one line, exit 2
+            if debug:
+                raise
+            click.echo(f"error: {describe_unexpected(exc)}", err=True)
+            ctx.exit(2)
+        finally:
+            CLI_WORDING.reset(wording)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -70,11 +85,25 @@ def _load_commands() -> None:
         importlib.import_module(f"{__name__}.{name}")
 
 
+def _on_sigterm_stop_like_ctrl_c() -> None:
+    """SIGTERM raises `Terminated` (a KeyboardInterrupt), so runs stop at a safe point and resume later."""
+    import signal
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        pass
+
+
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry point. Accepts `--debug` anywhere on the line."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("GANZIP_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
+    _on_sigterm_stop_like_ctrl_c()
     _load_commands()
     main.main(args=args, prog_name="ganzip", obj={"debug": debug})
 

@@ -50,7 +50,7 @@ def assets_cmd(ctx, as_json, no_verify):
 
 
 @assets_cmd.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path())
 @click.option("--name", default=None, help="Which asset this is (default: recognised by hash or file name).")
 def import_cmd(file, name):
     """Check FILE's SHA-256 and install it into $GANZIP_HOME/assets/.
@@ -59,7 +59,14 @@ def import_cmd(file, name):
     such a file anyway, pass it explicitly (e.g. --inception-weights FILE):
     reports then mark it unverified.
     """
-    from .. import assets
+    from pathlib import Path
 
+    from .. import assets
+    from ..errors import GanzipError
+
+    if Path(file).is_dir():
+        raise GanzipError(f"{file} is a folder: give the downloaded weights file itself (for example a .pth)")
+    if not Path(file).is_file():
+        raise GanzipError(f"no such file: {file}")
     dest = assets.import_asset(file, name=name)
     click.echo(f"installed {dest}")

@@ -26,8 +26,11 @@ from .common import echo_json
 @click.option("--dry-run", is_flag=True, help="Check the manifest and list the jobs (and their commands) without running them.")
 @click.option("--progress", is_flag=True, help="Show the jobs' progress bars (in-process runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the leaderboard rows as JSON.")
+@click.option("--trust-code", is_flag=True,
+              help="Allow jobs whose arch is package.module:callable: the manifest then names code that ganzip "
+                   "imports and runs. Only for manifests you trust (docs/security.md).")
 def batch_cmd(manifest, out, gpus, launcher, nproc_per_node, latency_repeats, latency_device, dry_run, progress,
-              as_json):
+              as_json, trust_code):
     """Run every job of MANIFEST (TOML) and rank them in a leaderboard.
 
     Each [[job]] names a teacher (zoo --arch plus weights, package.module:callable
@@ -51,7 +54,7 @@ def batch_cmd(manifest, out, gpus, launcher, nproc_per_node, latency_repeats, la
     """
     from ..batch import job_argv, load_manifest, parse_gpus, plan_workers, run_batch
 
-    m = load_manifest(manifest, out)
+    m = load_manifest(manifest, out, trust_code=trust_code)
     if dry_run:
         gpu_list = parse_gpus(gpus)
         mode = launcher if launcher != "auto" else ("subprocess" if gpu_list else "inprocess")
@@ -65,10 +68,12 @@ def batch_cmd(manifest, out, gpus, launcher, nproc_per_node, latency_repeats, la
             else:
                 command = " ".join(_quote(a) for a in job_argv(job, folder, mode, nproc_per_node))
             click.echo(f"- {job.name} (line {job.line}): {command}")
+            if job.arch and ":" in job.arch:
+                click.echo(f"  warning: runs code from {job.arch} (allowed by --trust-code)")
         return
     result = run_batch(m, out, gpus=gpus, launcher=launcher, nproc_per_node=nproc_per_node,
                        latency=latency_repeats > 0, latency_repeats=latency_repeats, latency_device=latency_device,
-                       quiet=not progress, echo=lambda line: click.echo(line, err=True))
+                       quiet=not progress, echo=lambda line: click.echo(line, err=True), trust_code=trust_code)
     if as_json:
         echo_json([oc.row for oc in result.jobs])
     else:

@@ -8,13 +8,14 @@ import click
 
 from ..devices import DEVICE_CHOICES
 
-ARCH_HELP = ("Architecture of a state-dict file: a zoo name (see `ganzip models`) or "
-             "package.module:callable for your own class or factory.")
+ARCH_HELP = ("Architecture of a state-dict file: a zoo name (see `ganzip models`), "
+             "package.module:callable for your own class or factory, or auto to recognise it with spandrel "
+             "(pip install 'ganzip[spandrel]'; also tried when --arch is left out).")
 
 
 def model_options(fn):
     """--arch, --arch-opt, --trust-pickle."""
-    @click.option("--arch", default=None, metavar="NAME|MODULE:CALLABLE", help=ARCH_HELP)
+    @click.option("--arch", default=None, metavar="NAME|MODULE:CALLABLE|auto", help=ARCH_HELP)
     @click.option("--arch-opt", "arch_opts", multiple=True, metavar="KEY=VALUE",
                   help="Architecture option, repeatable (e.g. --arch-opt ngf=64 --arch-opt norm=batch).")
     @click.option("--trust-pickle", is_flag=True,

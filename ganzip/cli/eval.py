@@ -36,15 +36,20 @@ from .common import device_option, echo_json, model_options
               help="alexnet-owt-7be5be79.pth, the LPIPS backbone (else looked up).")
 @click.option("--no-lpips", is_flag=True, help="Skip LPIPS (no AlexNet weights needed).")
 @click.option("--no-kid", is_flag=True, help="Skip KID.")
+@click.option("--no-fid", is_flag=True, help="Skip FID and KID (no Inception weights needed); the report says so.")
+@click.option("--allow-missing", is_flag=True,
+              help="Go on when a pretrained file is missing: the metric is recorded as unavailable, with the reason.")
 @click.option("--fid-dims", type=click.Choice(["64", "192", "768", "2048"]), default="2048", show_default=True,
               help="Inception feature size. 2048 is the FID protocol; smaller is only for quick smoke runs.")
 @click.option("--no-latency", is_flag=True, help="Count MACs and parameters but do not time the models.")
 @click.option("--offline", is_flag=True, help="Never download pretrained files.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the reports and images an earlier ganzip run wrote into --out (never other files).")
 def eval_cmd(student, teacher, arch, arch_opts, trust_pickle, data, target, real_stats, split, direction, size,
              batch_size, max_images, device, out, save_images, inception_weights, lpips_weights, no_lpips, no_kid,
-             fid_dims, no_latency, offline, quiet, as_json):
+             fid_dims, no_latency, offline, quiet, as_json, overwrite, no_fid, allow_missing):
     """Evaluate STUDENT (and --teacher) on a dataset: quality, fidelity and cost.
 
     FID follows the pytorch-fid protocol with the pt_inception-2015-12-05
@@ -65,8 +70,8 @@ def eval_cmd(student, teacher, arch, arch_opts, trust_pickle, data, target, real
                       device=device, out=out, inception_weights=inception_weights, alexnet_weights=lpips_weights,
                       real_stats=real_stats, offline=offline, progress=not quiet, max_images=max_images,
                       arch=arch, arch_opts=arch_opts, trust_pickle=trust_pickle, split=split, direction=direction,
-                      kid=not no_kid, lpips=not no_lpips, fid_dims=int(fid_dims), latency=not no_latency, save_images=save_images,
-                      command=command)
+                      kid=not no_kid, lpips=not no_lpips, fid=not no_fid, allow_missing=allow_missing, fid_dims=int(fid_dims), latency=not no_latency, save_images=save_images,
+                      command=command, overwrite=overwrite)
     if as_json:
         echo_json(result.to_dict())
         return

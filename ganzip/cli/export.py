@@ -22,8 +22,9 @@ from .common import echo_json, model_options
 @click.option("--repeats", type=int, default=10, show_default=True, help="Timed runs for the latency (median).")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export at --out (only a file ganzip wrote).")
 def export_cmd(student, fmt, size, dynamic, out, arch, arch_opts, trust_pickle, opset, tolerance, repeats,
-               no_latency, as_json):
+               no_latency, as_json, overwrite):
     """Export STUDENT to ONNX or TorchScript and check that it matches.
 
     STUDENT is a ganzip student (OUT/student.safetensors) or anything
@@ -43,7 +44,7 @@ def export_cmd(student, fmt, size, dynamic, out, arch, arch_opts, trust_pickle, 
 
     result = export(student, out=out, format=fmt, arch=arch, arch_opts=arch_opts, trust_pickle=trust_pickle,
                     size=size, dynamic=dynamic, tolerance=tolerance, opset=opset, latency=not no_latency,
-                    repeats=repeats)
+                    repeats=repeats, overwrite=overwrite)
     if as_json:
         echo_json(result.to_dict())
         return

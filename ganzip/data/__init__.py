@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from ..errors import GanzipError
 from .folders import (
+    CHANNELS,
     IMG_EXTENSIONS,
     AlignedFolders,
     MIN_SIDE,
@@ -24,9 +25,11 @@ from .folders import (
     UnpairedFolders,
     holdout_split,
     image_folder,
+    read_image,
     read_rgb,
     resolve_layout,
     summarize_skips,
+    to_channels,
     to_rgb,
 )
 from .procedural import TASKS, ProceduralDataset, generate, list_tasks, make_dataset
@@ -34,6 +37,7 @@ from .procedural import TASKS, ProceduralDataset, generate, list_tasks, make_dat
 BUILTIN_PREFIX = "builtin:"
 
 __all__ = [
+    "CHANNELS",
     "IMG_EXTENSIONS",
     "AlignedFolders",
     "MIN_SIDE",
@@ -51,10 +55,13 @@ __all__ = [
     "list_tasks",
     "make_dataset",
     "open_dataset",
+    "open_pairs",
     "open_target",
+    "read_image",
     "read_rgb",
     "resolve_layout",
     "summarize_skips",
+    "to_channels",
     "to_rgb",
 ]
 
@@ -78,6 +85,9 @@ def open_dataset(
     preprocess: str = "resize_and_crop",
     flip: bool = True,
     verify: bool = False,
+    channels: int = 3,
+    target_channels: int | None = None,
+    target_scale: int = 1,
 ) -> Dataset:
     """Open a dataset for training (``augment=True``) or evaluation (``augment=False``).
 
@@ -97,30 +107,67 @@ def open_dataset(
     to change them per epoch). Evaluation resizes to `size` without flipping.
     `n` keeps the first n images; built-in tasks render n images (default
     1000 for train, 100 for val/test) at sizes 64-256 and only flip when
-    augmenting. The returned dataset has ``kind``, ``skipped`` and
+    augmenting. `channels` is the model's input channel count (1: grey-scale,
+    3: RGB, 4: RGB + the alpha band as a mask) and `target_channels` its
+    output's (default: the same); `target_scale` s > 1 (super-resolution)
+    reads B images at s times `size`, cropped in step with A (separate A/
+    and B/ folders; A|B images cannot hold two sizes). The returned dataset has ``kind``, ``skipped`` and
     ``skip_reasons`` attributes; report ``dataset.skip_summary()`` to the user
     when ``skipped`` is non-zero.
     """
     if is_builtin(source):
+        if (channels, target_channels or channels, target_scale) != (3, 3, 1):
+            raise GanzipError(f"the built-in tasks render RGB images of one size; this model takes {channels} channels "
+                              f"and gives {target_channels or channels} at {target_scale}x: use a folder of images")
         return ProceduralDataset(source[len(BUILTIN_PREFIX):], n=n, size=size, seed=seed, split=split,
                                  direction=direction, augment=augment and flip)
     layout = resolve_layout(source, kind=kind)
     opts = dict(size=size, load_size=load_size, augment=augment, seed=seed, n=n,
-                preprocess=preprocess, flip=flip, verify=verify)
+                preprocess=preprocess, flip=flip, verify=verify, channels=channels)
+    pair_opts = dict(opts, b_channels=target_channels, b_scale=target_scale)
     if layout.kind == "paired":
         if layout.separate_pairs:
-            return AlignedFolders(layout.folder(split), layout.b_folder(split), direction=direction, **opts)
-        return PairedFolder(layout.folder(split), direction=direction, **opts)
+            return AlignedFolders(layout.folder(split), layout.b_folder(split), direction=direction, **pair_opts)
+        return PairedFolder(layout.folder(split), direction=direction, **pair_opts)
     if layout.kind == "unpaired":
         a_dir, b_dir = layout.folder(split), layout.b_folder(split)
         if b_dir is None:
             if direction == "BtoA":
                 raise GanzipError(f"direction BtoA needs {layout.root / (split + 'B')}, which does not exist")
             return ImageFolder(a_dir, key="A", **opts)
-        return UnpairedFolders(a_dir, b_dir, direction=direction, **opts)
+        return UnpairedFolders(a_dir, b_dir, direction=direction, **pair_opts)
     if direction == "BtoA":
         raise GanzipError(f"{layout.root} is a plain folder of images: direction BtoA needs a paired or unpaired dataset")
     return ImageFolder(layout.root, key="A", **opts)
+
+
+def open_pairs(
+    inputs: str | os.PathLike,
+    targets: str | os.PathLike,
+    size: int = 256,
+    scale: int = 1,
+    channels: int = 3,
+    target_channels: int | None = None,
+    **kwargs,
+) -> Dataset | None:
+    """``--data LR_DIR --target HR_DIR``: the two folders paired by file name, or None when no name matches.
+
+    An input image is paired with the image of the target folder that has
+    the same path relative to its folder, without the extension
+    (``lr/0001.png`` with ``hr/0001.jpg``); inputs without a partner are
+    skipped and counted. Targets are read at ``scale`` times ``size`` and
+    cropped in step with their inputs (see `AlignedFolders`).
+    """
+    for folder in (inputs, targets):
+        if is_builtin(folder) or not os.path.isdir(folder):
+            return None
+    try:
+        return AlignedFolders(inputs, targets, size=size, channels=channels, b_channels=target_channels,
+                              b_scale=scale, **kwargs)
+    except GanzipError as exc:
+        if "same-named partner" in str(exc):
+            return None
+        raise
 
 
 def open_target(

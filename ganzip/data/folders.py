@@ -17,7 +17,9 @@ Decompression-bomb protection (``PIL.Image.MAX_IMAGE_PIXELS``) stays on.
 """
 from __future__ import annotations
 
+import json
 import os
+import stat
 import struct
 import warnings
 from collections import Counter
@@ -123,6 +125,20 @@ class Layout:
         return f"add a {want} folder or choose one of the splits that exist"
 
 
+def _check_complete(root: Path) -> None:
+    """A folder `ganzip data make` was still writing (or that was cut short) is refused, not half-used."""
+    marker = root / "ganzip-data.json"
+    if not marker.is_file():
+        return
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return
+    if isinstance(info, dict) and info.get("complete") is False:
+        raise GanzipError(f"{root} is an incomplete dataset: `ganzip data make {info.get('task', 'NAME')}` was cut short "
+                          "(a full disk or an interrupted run); make it again with --overwrite")
+
+
 def resolve_layout(path: str | os.PathLike, kind: str | None = None) -> Layout:
     """Detect the layout of the dataset folder `path`.
 
@@ -139,6 +155,7 @@ def resolve_layout(path: str | os.PathLike, kind: str | None = None) -> Layout:
         raise GanzipError(f"--data {root} is a file, not a folder: pass the folder that holds the images")
     if kind not in (None, "unpaired", "paired", "plain"):
         raise GanzipError(f"unknown layout kind {kind!r}: use unpaired, paired or plain")
+    _check_complete(root)
     subdirs = {p.name for p in root.iterdir() if p.is_dir()}
     has_unpaired = any(d in subdirs for d in _UNPAIRED_DIRS)
     has_paired = any(d in subdirs for d in _PAIRED_DIRS)
@@ -226,8 +243,42 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def read_rgb(path: str | Path) -> Image.Image:
-    """Decode `path` fully into an RGB image, or raise SkipImage saying why not."""
+CHANNELS = (1, 3, 4)
+"""Image channels a dataset can deliver: grey-scale (L), RGB, RGB + mask (RGBA: the alpha band is the mask)."""
+
+
+def check_channels(channels: int, what: str = "image") -> int:
+    if channels not in CHANNELS:
+        raise GanzipError(f"the model's {what} has {channels} channels; ganzip reads images as 1 (grey-scale), "
+                          "3 (RGB) or 4 (RGB + mask, from the alpha band) channels")
+    return int(channels)
+
+
+def to_channels(img: Image.Image, channels: int) -> Image.Image:
+    """A decoded image as 1 (L), 3 (RGB) or 4 (RGBA) channels.
+
+    Grey-scale comes from the RGB conversion of :func:`to_rgb`. For 4 channels
+    the alpha band is kept as the fourth channel (the mask of inpainting
+    models); an image without alpha gets a constant 255 there.
+    """
+    if channels == 4:
+        if img.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (img.mode == "P" and "transparency" in img.info):
+            return img.convert("RGBA")
+        return to_rgb(img).convert("RGBA")
+    rgb = to_rgb(img)
+    return rgb.convert("L") if channels == 1 else rgb
+
+
+def read_image(path: str | Path, channels: int = 3) -> Image.Image:
+    """Decode `path` fully as a 1-, 3- or 4-channel image (see :func:`to_channels`), or raise SkipImage."""
+    if channels == 3:
+        return read_rgb(path)
+    return read_rgb(path, convert=lambda im: to_channels(im, channels))
+
+
+def read_rgb(path: str | Path, convert=None) -> Image.Image:
+    """Decode `path` fully into an RGB image (or ``convert(image)``), or raise SkipImage saying why not."""
+    convert = convert or to_rgb
     try:
         with warnings.catch_warnings():
             # Header oddities (odd TIFF tags, large-but-allowed sizes) are not the user's concern
@@ -238,7 +289,7 @@ def read_rgb(path: str | Path) -> Image.Image:
                     # PIL warns (rather than raises) on some truncated files, e.g. TIFF: treat as corrupt.
                     warnings.simplefilter("error", UserWarning)
                     im.load()
-                return to_rgb(im)
+                return convert(im)
     except Image.DecompressionBombError as exc:
         raise SkipImage(f"too many pixels (decompression-bomb limit {Image.MAX_IMAGE_PIXELS}): {exc}") from None
     except UnidentifiedImageError:
@@ -286,7 +337,25 @@ def list_files(root: Path, recursive: bool = True) -> list[Path]:
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             out.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
         return sorted(out)
-    return sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    return sorted(p for p in root.iterdir() if not p.is_dir() and not p.name.startswith("."))
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why `path` cannot be opened as an image file at all: a FIFO, device or dangling link, or no permission.
+
+    Opening a FIFO blocks forever, so only regular files (and links to them) are ever opened.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "a symbolic link to nothing"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a FIFO, socket or device)"
+    if not os.access(path, os.R_OK):
+        return "cannot be read (permission denied)"
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -310,6 +379,10 @@ class _Scanned:
                 break
             if not is_image_file(path):
                 self.skip_reasons.append((str(path), f"not an image file (accepted: {accepted_extensions()})"))
+                continue
+            why = _unreadable(path)
+            if why:
+                self.skip_reasons.append((str(path), why))
                 continue
             try:
                 w, h = read_rgb(path).size if verify else probe(path)
@@ -354,8 +427,13 @@ class _Base(Dataset):
 
     kind = "plain"
 
-    def __init__(self, size, load_size, augment, seed, preprocess, flip):
+    def __init__(self, size, load_size, augment, seed, preprocess, flip, channels=3, b_channels=None, b_scale=1):
         T.check_preprocess(preprocess, size, load_size)
+        self.channels = check_channels(channels, "input")
+        self.b_channels = check_channels(b_channels or channels, "output")
+        if isinstance(b_scale, bool) or not isinstance(b_scale, (int, np.integer)) or b_scale < 1:
+            raise GanzipError(f"the target scale must be a positive integer (output side / input side), got {b_scale!r}")
+        self.b_scale = int(b_scale)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise GanzipError(f"seed must be a non-negative integer, got {seed!r}")
         self.size = int(size)
@@ -391,6 +469,17 @@ class _Base(Dataset):
         return T.sample_params(w, h, self.size, self.load_size, self.augment, rng, self.preprocess, self.flip)
 
     @property
+    def b_size(self) -> int:
+        """Side of the target (B) images: the input side times the model's scale."""
+        return self.size * self.b_scale
+
+    def _b_params(self, w: int, h: int, rng) -> T.Params:
+        """Preprocessing of an unaligned target image, at the output resolution."""
+        s = self.b_scale
+        return T.sample_params(w, h, self.size * s, None if self.load_size is None else self.load_size * s,
+                               self.augment, rng, self.preprocess, self.flip)
+
+    @property
     def skipped(self) -> int:
         """How many files were skipped while scanning (see `skip_reasons`)."""
         return len(self.skip_reasons)
@@ -399,12 +488,12 @@ class _Base(Dataset):
         """One line for the user about the skipped files."""
         return summarize_skips(self.skip_reasons)
 
-    def _read_with_fallback(self, paths: list[str], i: int) -> tuple[int, Image.Image]:
+    def _read_with_fallback(self, paths: list[str], i: int, channels: int | None = None) -> tuple[int, Image.Image]:
         """Decode paths[i]; if it turns out corrupt, use the next decodable file instead."""
         for step in range(len(paths)):
             j = (i + step) % len(paths)
             try:
-                return j, read_rgb(paths[j])
+                return j, read_image(paths[j], channels or self.channels)
             except SkipImage as exc:
                 self.load_failures.append((paths[j], str(exc)))
                 warnings.warn(f"ganzip: skipping {paths[j]}: {exc}", RuntimeWarning, stacklevel=3)
@@ -435,8 +524,9 @@ class ImageFolder(_Base):
         min_side: int = MIN_SIDE,
         verify: bool = False,
         recursive: bool = True,
+        channels: int = 3,
     ) -> None:
-        super().__init__(size, load_size, augment, seed, preprocess, flip)
+        super().__init__(size, load_size, augment, seed, preprocess, flip, channels)
         scan = _Scanned(Path(root), False, min_side, verify, n, recursive)
         self.root, self.paths, self.skip_reasons = scan.root, scan.paths, scan.skip_reasons
         self.key = key
@@ -477,9 +567,16 @@ class PairedFolder(_Base):
         flip: bool = True,
         min_side: int = MIN_SIDE,
         verify: bool = False,
+        channels: int = 3,
+        b_channels: int | None = None,
+        b_scale: int = 1,
     ) -> None:
-        super().__init__(size, load_size, augment, seed, preprocess, flip)
+        super().__init__(size, load_size, augment, seed, preprocess, flip, channels, b_channels, b_scale)
         _check_direction(direction)
+        if self.b_scale != 1:
+            raise GanzipError(f"{root} holds A|B images, whose halves have one size, but the model's output is "
+                              f"{self.b_scale}x its input: keep low- and high-resolution images in separate folders "
+                              "(--data LR_DIR --target HR_DIR, matched by file name)")
         scan = _Scanned(Path(root), True, min_side, verify, n)
         self.root, self.paths, self.skip_reasons = scan.root, scan.paths, scan.skip_reasons
         self.direction = direction
@@ -491,12 +588,15 @@ class PairedFolder(_Base):
     def __getitem__(self, index: int) -> dict:
         index = self._check_index(index)
         rng = self._rng(index)
-        j, ab = self._read_with_fallback(self.paths, index)  # the scan checked the (header) size
+        ca, cb = (self.b_channels, self.channels) if self.direction == "BtoA" else (self.channels, self.b_channels)
+        # the scan checked the (header) size
+        j, ab = self._read_with_fallback(self.paths, index, 4 if 4 in (ca, cb) else 3)
         w, h = ab.size
         half = w // 2
         left, right = ab.crop((0, 0, half, h)), ab.crop((half, 0, w, h))
         params = self._params(half, h, rng)
-        a, b = T.apply(left, params, self.size), T.apply(right, params, self.size)
+        a = T.apply(to_channels(left, ca), params, self.size)
+        b = T.apply(to_channels(right, cb), params, self.size)
         if self.direction == "BtoA":
             a, b = b, a
         return {"A": a, "B": b, "path": self.paths[j]}
@@ -530,8 +630,11 @@ class UnpairedFolders(_Base):
         flip: bool = True,
         min_side: int = MIN_SIDE,
         verify: bool = False,
+        channels: int = 3,
+        b_channels: int | None = None,
+        b_scale: int = 1,
     ) -> None:
-        super().__init__(size, load_size, augment, seed, preprocess, flip)
+        super().__init__(size, load_size, augment, seed, preprocess, flip, channels, b_channels, b_scale)
         _check_direction(direction)
         if direction == "BtoA":
             root_a, root_b = root_b, root_a
@@ -550,9 +653,9 @@ class UnpairedFolders(_Base):
         rng = self._rng(index)
         ib = int(rng.integers(0, len(self.b_paths))) if self.augment else index % len(self.b_paths)
         ja, img_a = self._read_with_fallback(self.paths, index)
-        jb, img_b = self._read_with_fallback(self.b_paths, ib)
+        jb, img_b = self._read_with_fallback(self.b_paths, ib, self.b_channels)
         a = T.apply(img_a, self._params(*img_a.size, rng), self.size)
-        b = T.apply(img_b, self._params(*img_b.size, rng), self.size)
+        b = T.apply(img_b, self._b_params(*img_b.size, rng), self.b_size)
         return {"A": a, "B": b, "path": self.paths[ja], "B_path": self.b_paths[jb]}
 
     def evaluation_view(self) -> "UnpairedFolders":
@@ -562,8 +665,11 @@ class UnpairedFolders(_Base):
 class AlignedFolders(_Base):
     """Paired images kept in two folders and matched by file name: items {"A", "B", "path", "B_path"}.
 
-    A file of the A folder without a same-named image (any extension) in the
-    B folder is skipped. Both images of a pair get the same crop and flip.
+    A file of the A folder without a same-named image (any extension, same
+    relative path) in the B folder is skipped. Both images of a pair get the
+    same crop and flip. With ``b_scale`` s > 1 (super-resolution: A low-,
+    B high-resolution) B is resized to s times A's resize and cropped at A's
+    crop corner times s, a crop s times larger, so the pair stays aligned.
     """
 
     kind = "paired"
@@ -582,9 +688,15 @@ class AlignedFolders(_Base):
         flip: bool = True,
         min_side: int = MIN_SIDE,
         verify: bool = False,
+        channels: int = 3,
+        b_channels: int | None = None,
+        b_scale: int = 1,
     ) -> None:
-        super().__init__(size, load_size, augment, seed, preprocess, flip)
+        super().__init__(size, load_size, augment, seed, preprocess, flip, channels, b_channels, b_scale)
         _check_direction(direction)
+        if direction == "BtoA" and self.b_scale != 1:
+            raise GanzipError("direction BtoA would feed the high-resolution images to a model that enlarges them: "
+                              "use AtoB with A holding the low-resolution inputs")
         a = _Scanned(Path(root_a), False, min_side, verify, n)
         b = _Scanned(Path(root_b), False, min_side, verify, None)
         by_stem = {str(Path(p).relative_to(b.root).with_suffix("")): p for p in b.paths}
@@ -615,7 +727,9 @@ class AlignedFolders(_Base):
         for step in range(len(self.paths)):
             j = (index + step) % len(self.paths)
             try:
-                img_a, img_b = read_rgb(self.paths[j]), read_rgb(self.b_paths[j])
+                swap = self.direction == "BtoA"
+                img_a = read_image(self.paths[j], self.b_channels if swap else self.channels)
+                img_b = read_image(self.b_paths[j], self.channels if swap else self.b_channels)
                 break
             except SkipImage as exc:
                 self.load_failures.append((self.paths[j], str(exc)))
@@ -623,7 +737,8 @@ class AlignedFolders(_Base):
         else:
             raise GanzipError(f"none of the {len(self.paths)} pairs in {self.root} could be decoded")
         params = self._params(*img_a.size, rng)
-        a, b = T.apply(img_a, params, self.size), T.apply(img_b, params, self.size)
+        a = T.apply(img_a, params, self.size)
+        b = T.apply(img_b, T.scaled(params, self.b_scale), self.b_size)
         if self.direction == "BtoA":
             a, b = b, a
         return {"A": a, "B": b, "path": self.paths[j], "B_path": self.b_paths[j]}

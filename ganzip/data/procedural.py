@@ -501,6 +501,9 @@ def _png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+DATA_MARKER = "ganzip-data.json"
+
+
 def make_dataset(
     name: str,
     out: str | Path,
@@ -538,8 +541,12 @@ def make_dataset(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise GanzipError(f"{out} exists and is not a folder: choose another output folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise GanzipError(f"{out} already exists and is not empty: choose a new folder or pass --overwrite")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise GanzipError(f"{out} already exists and is not empty: choose a new folder or pass --overwrite")
+        if not (out / DATA_MARKER).is_file():
+            raise GanzipError(f"{out} holds files that ganzip data make did not write: --overwrite replaces only "
+                              "a dataset ganzip made; choose a new folder")
 
     if task.kind == "paired":
         plan = [("train", n), ("val", n_val), ("test", n_test)]
@@ -548,6 +555,8 @@ def make_dataset(
     start = time.perf_counter()
     counts: dict[str, int] = {}
     total = sum(k for _, k in plan)
+    # Marked incomplete until the last image is on disk: a run cut short (a full disk, a kill) is refused on use.
+    atomic_write_json(out / DATA_MARKER, {"task": task.name, "complete": False})
     chunk = max(1, _PIXELS_PER_CHUNK // (size * size))
     bar = tqdm(total=total, desc=f"{task.name}", unit="img", disable=not progress)
     files = 0
@@ -577,7 +586,8 @@ def make_dataset(
         "seed": seed,
         "counts": counts,
         "files": files,
+        "complete": True,
     }
-    atomic_write_json(out / "ganzip-data.json", summary)
+    atomic_write_json(out / DATA_MARKER, summary)
     summary["seconds"] = round(time.perf_counter() - start, 3)
     return summary

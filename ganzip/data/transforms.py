@@ -85,13 +85,28 @@ def sample_params(
     return Params(lw, lh, x, y, do_flip)
 
 
+def scaled(params: Params, scale: int) -> Params:
+    """The same preprocessing at ``scale`` times the resolution (the HR image of an LR/HR pair).
+
+    Resize target and crop corner are multiplied by ``scale``, so the HR crop
+    covers exactly the content of the LR crop (crop at LR coordinates x scale).
+    """
+    if scale == 1:
+        return params
+    return Params(params.load_w * scale, params.load_h * scale, params.x * scale, params.y * scale, params.flip)
+
+
 def apply(img: Image.Image, params: Params, size: int) -> torch.Tensor:
-    """RGB PIL image -> float32 [3, size, size] in [-1, 1]."""
+    """PIL image (L, RGB or RGBA) -> float32 [C, size, size] in [-1, 1] (C = 1, 3 or 4)."""
+    if img.mode == "RGBA":  # PIL premultiplies alpha when resizing: treat the mask as an independent band
+        return torch.cat([apply(band, params, size) for band in img.split()])
     if img.size != (params.load_w, params.load_h):
         img = img.resize((params.load_w, params.load_h), Image.BICUBIC)
     if (params.x, params.y, size, size) != (0, 0, *img.size):
         img = img.crop((params.x, params.y, params.x + size, params.y + size))
     arr = np.array(img, dtype=np.uint8)  # a writable copy
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
     if params.flip:
         arr = np.ascontiguousarray(arr[:, ::-1])
     t = torch.from_numpy(arr).permute(2, 0, 1)

@@ -61,6 +61,31 @@ def create(name: str, **opts) -> nn.Module:
             f"{name} has no option {', '.join(unknown)}: valid options are "
             + ", ".join(f"{k} (default {v!r})" for k, v in valid.items())
         )
+    for key, value in opts.items():
+        _check_option(name, key, value, valid[key])
     model = fn(**opts)
     model.ganzip_spec = {"arch": name, "opts": dict(opts)}
     return model
+
+
+# Channel and layer counts above this are never a generator someone trained.
+_MAX_INT_OPTION = 65536
+
+
+def _check_option(name: str, key: str, value, default) -> None:
+    """Zoo options are typed by their defaults: counts are whole numbers >= 1, flags are booleans."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise GanzipError(f"{name} option {key} must be true or false, got {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise GanzipError(f"{name} option {key} must be a whole number, got {value!r} (for example {key}={default})")
+        if not 1 <= value <= _MAX_INT_OPTION:
+            raise GanzipError(f"{name} option {key}={value} is out of range: use a whole number from 1 to {_MAX_INT_OPTION} "
+                              f"(default {default})")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= float(value) < 1.0):
+            raise GanzipError(f"{name} option {key} must be a number in [0, 1), got {value!r}")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise GanzipError(f"{name} option {key} must be a name such as {default!r}, got {value!r}")
