@@ -187,3 +187,34 @@ def test_same_size_restorers_compress_end_to_end_and_reload(name, tmp_path):
     assert params(loaded) < params(teacher)
     if name == "DnCNN":
         assert result.report_path.is_file()
+
+
+SUPER_RESOLUTION = ["ESRGAN RRDBNet (6 blocks)", "Real-ESRGAN SRVGGNetCompact", "SPAN", "PLKSR", "SwiftSRGAN"]
+
+
+@pytest.fixture(scope="module")
+def lr_images(tmp_path_factory):
+    """Six random 16-px RGB images: low-resolution inputs (kd-pixel needs no HR targets)."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("lr")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("name", SUPER_RESOLUTION)
+def test_upscalers_compress_end_to_end_and_reload_at_the_output_size(name, lr_images, tmp_path):
+    entry = by_name(name)
+    teacher = build(entry)
+    result = ganzip.compress(teacher, data=str(lr_images), recipe="kd-pixel", width=0.25, size=16, steps=2,
+                             batch_size=2, out=str(tmp_path / "out"), device="cpu", quiet=True, offline=True,
+                             overrides=["eval.samples=0"], checkpoint_every=0, eval_every=0, evaluate=False)
+    assert result.train.steps == 2
+    loaded = load_student(result.student_path, arch=entry.arch)
+    x = torch.rand(1, 3, 16, 16)
+    assert forward(loaded, x).shape == forward(teacher, x).shape == (1, 3, 16 * entry.scale, 16 * entry.scale)
+    assert torch.allclose(forward(loaded, x), forward(result.student.cpu(), x), atol=1e-5)
+    assert params(loaded) < params(teacher)
