@@ -1514,6 +1514,7 @@ def compress(
     tensorboard: bool = False,
     max_steps: int | None = None,
     evaluate: bool = True,
+    in_channels: int | None = None,
 ) -> CompressResult:
     """Distil a teacher generator into a student with ``width`` of its channels.
 
@@ -1532,6 +1533,7 @@ def compress(
         max_steps: stop after this many steps without finishing the run (for
             splitting a run into sessions; the schedule spans the whole run).
         evaluate: call ``ganzip.evaluation.evaluate`` at the end to write the reports.
+        in_channels: the image channels the teacher takes, when the guess is wrong (``--in-channels``).
 
     Returns a :class:`CompressResult`: paths in ``out``, metrics, the trained student.
     Under torchrun every rank returns; only rank 0's paths are set.
@@ -1549,7 +1551,7 @@ def compress(
                          out=Path(out), init=init, round_to=round_to, trust_pickle=trust_pickle,
                          checkpoint_every=checkpoint_every, eval_every=eval_every, log_every=log_every,
                          workers=workers, resume=resume, overwrite=overwrite, quiet=quiet, offline=offline,
-                         tensorboard=tensorboard, max_steps=max_steps, evaluate=evaluate)
+                         tensorboard=tensorboard, max_steps=max_steps, evaluate=evaluate, in_channels=in_channels)
     finally:
         ddp.teardown(env)
 
@@ -1572,7 +1574,7 @@ def _on_main(env: ddp.DistEnv, fn: Callable[[], Any]):
 
 def _compress(model, cfg: RecipeConfig, env: ddp.DistEnv, device: torch.device, *, data, width, arch, arch_opts,
               target, out: Path, init, round_to, trust_pickle, checkpoint_every, eval_every, log_every, workers,
-              resume, overwrite, quiet, offline, tensorboard, max_steps, evaluate) -> CompressResult:
+              resume, overwrite, quiet, offline, tensorboard, max_steps, evaluate, in_channels=None) -> CompressResult:
     warnings_: list[str] = []
     held: dict[str, rundir.FolderLock] = {}
     _on_main(env, lambda: held.setdefault("lock", rundir.lock(out)) and None)  # one run per OUT (rank 0 holds it)
@@ -1582,7 +1584,8 @@ def _compress(model, cfg: RecipeConfig, env: ddp.DistEnv, device: torch.device, 
                                 target=target, out=out, init=init, round_to=round_to, trust_pickle=trust_pickle,
                                 checkpoint_every=checkpoint_every, eval_every=eval_every, log_every=log_every,
                                 workers=workers, resume=resume, overwrite=overwrite, quiet=quiet, offline=offline,
-                                tensorboard=tensorboard, max_steps=max_steps, evaluate=evaluate, warnings_=warnings_)
+                                tensorboard=tensorboard, max_steps=max_steps, evaluate=evaluate, warnings_=warnings_,
+                                in_channels=in_channels)
     finally:
         if lock is not None:
             lock.release()
@@ -1590,9 +1593,10 @@ def _compress(model, cfg: RecipeConfig, env: ddp.DistEnv, device: torch.device, 
 
 def _compress_locked(model, cfg, env, device, *, data, width, arch, arch_opts, target, out: Path, init, round_to,
                      trust_pickle, checkpoint_every, eval_every, log_every, workers, resume, overwrite, quiet,
-                     offline, tensorboard, max_steps, evaluate, warnings_) -> CompressResult:
+                     offline, tensorboard, max_steps, evaluate, warnings_, in_channels=None) -> CompressResult:
     from .loading import check_image_model, load_generator, parse_arch_opts
-    from .student import build_student
+    from .metrics.cost import set_in_channels
+    from .student import build_student, check_batch_size
 
     # Every output is checked and every input loaded before anything in OUT is removed.
     mode, clear = _on_main(env, lambda: plan_out(out, resume=resume, overwrite=overwrite))
@@ -1609,7 +1613,8 @@ def _compress_locked(model, cfg, env, device, *, data, width, arch, arch_opts, t
                                  trust_pickle=trust_pickle, device="cpu")
         teacher_source, teacher_sha = str(path), _file_sha256(path)
     teacher = teacher.cpu().eval()
-    check_image_model(teacher, cfg.train.size)
+    set_in_channels(teacher, in_channels)
+    check_image_model(teacher, cfg.train.size, in_channels)
     from .metrics.cost import infer_in_channels
 
     in_ch = infer_in_channels(teacher)
@@ -1626,6 +1631,7 @@ def _compress_locked(model, cfg, env, device, *, data, width, arch, arch_opts, t
 
     # ---- student and discriminator (D judges outputs: their channels, at their size)
     student = build_student(teacher, width, init=init, round_to=round_to, seed=cfg.train.seed)
+    check_batch_size(student, cfg.train.batch_size)
     D = None
     if plan.use_discriminator:
         D = build_discriminator(cfg, in_ch, out_ch, cfg.train.seed)

@@ -419,13 +419,15 @@ def check_image_model(model: nn.Module, size: int, in_channels: int | None = Non
     from .metrics.cost import infer_in_channels
 
     check_size_value(size)
-    c = in_channels or infer_in_channels(model)
+    c = in_channels or infer_in_channels(model, size=size)
     x = torch.zeros(1, c, size, size, device=resolve_device(device))
     try:
         with torch.inference_mode():
             y = model(x)
     except Exception as exc:
-        raise GanzipError(f"the model failed on a 1x{c}x{size}x{size} input ({_first_line(exc)}); check --size and --arch") from exc
+        guessed = "" if in_channels else f"{c} image channels is a guess: give the right count with --in-channels; "
+        raise GanzipError(f"the model failed on a 1x{c}x{size}x{size} input ({_first_line(exc)}); "
+                          f"{guessed}check --size, --arch") from exc
     if not isinstance(y, torch.Tensor) or y.ndim != 4:
         kind = type(y).__name__ if not isinstance(y, torch.Tensor) else f"a tensor of shape {tuple(y.shape)}"
         raise GanzipError(f"the model returned {kind}, not an image tensor (N x C x H x W): ganzip needs a generator that maps images to images")

@@ -141,10 +141,22 @@ def test_impossible_widths_are_refused(tiny_resnet, width):
         build_student(tiny_resnet, width)
 
 
-def test_width_leaving_no_channels_is_refused():
-    teacher = models.create("resnet_6blocks", ngf=4)
-    with pytest.raises(GanzipError, match="no channels"):
-        build_student(teacher, 0.1)
+def test_layers_a_width_would_empty_stay_at_full_width_and_are_reported():
+    teacher = models.create("resnet_6blocks", ngf=4)  # 4-, 8- and 16-channel layers
+    student = build_student(teacher, 0.1)
+    convs = {n: m for n, m in student.named_modules() if isinstance(m, nn.Conv2d)}
+    assert convs["model.1"].out_channels == 4  # floor(0.4) = 0: left whole
+    assert any(m.out_channels == 1 for m in convs.values())  # the 16-channel groups keep floor(1.6) = 1
+    left = {u["layer"]: u["reason"] for u in student.ganzip_student["unpruned"]}
+    assert "would leave with none" in left["model.1"]
+    assert student(torch.randn(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_a_model_with_nothing_to_prune_is_refused_in_one_line():
+    teacher = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1))
+    with pytest.raises(GanzipError, match="nothing in this model can be pruned") as err:
+        build_student(teacher, 0.5)
+    assert "image's 3 channels" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_width_one_is_a_copy(tiny_resnet):

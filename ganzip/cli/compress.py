@@ -28,6 +28,8 @@ from .common import device_option, model_options
               help="Override a recipe setting, repeatable (see `ganzip recipes show NAME`).")
 @click.option("--out", default="ganzip-out", show_default=True, metavar="DIR",
               help="Output folder: student.safetensors, report.json/.md/.html, samples.png, train_log.csv.")
+@click.option("--in-channels", type=int, default=None, metavar="N",
+              help="Image channels the model takes (default: guessed from its first convolution).")
 @device_option
 @click.option("--seed", type=int, default=None, help="Random seed (default: the recipe's, 0).")
 @click.option("--init", "init", type=click.Choice(["scratch", "inherit"]), default="scratch", show_default=True,
@@ -46,7 +48,7 @@ from .common import device_option, model_options
               help="VGG-16 weights for the perceptual loss (same as --set perceptual.weights=FILE).")
 @click.option("--offline", is_flag=True, help="Never download pretrained files (VGG-16, Inception).")
 def compress_cmd(model, arch, arch_opts, trust_pickle, width, recipe, data, target, size, steps, epochs, batch_size,
-                 overrides, out, device, seed, init, round_to, checkpoint_every, eval_every, log_every, workers,
+                 overrides, out, in_channels, device, seed, init, round_to, checkpoint_every, eval_every, log_every, workers,
                  no_resume, overwrite, tensorboard, quiet, vgg_weights, offline):
     """Distil MODEL into a student with WIDTH of its channels, following a recipe.
 
@@ -73,7 +75,7 @@ def compress_cmd(model, arch, arch_opts, trust_pickle, width, recipe, data, targ
         target=target, size=size, steps=steps, epochs=epochs, batch_size=batch_size, overrides=overrides, out=out,
         device=device, seed=seed, init=init, round_to=round_to, checkpoint_every=checkpoint_every,
         eval_every=eval_every, log_every=log_every, workers=workers, resume=not no_resume, overwrite=overwrite,
-        tensorboard=tensorboard, quiet=quiet, offline=offline,
+        tensorboard=tensorboard, quiet=quiet, offline=offline, in_channels=in_channels,
     )
     if result.student_path is None:  # ranks other than 0 under torchrun
         return

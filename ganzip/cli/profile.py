@@ -15,9 +15,11 @@ from .common import device_option, echo_json, model_options
 @click.option("--size", type=int, default=256, show_default=True, help="Side of the square input image.")
 @click.option("--repeats", type=int, default=10, show_default=True, help="Timed forward passes (the median is reported).")
 @click.option("--no-latency", is_flag=True, help="Count MACs and parameters only.")
+@click.option("--in-channels", type=int, default=None, metavar="N",
+              help="Image channels the model takes (default: guessed from its first convolution).")
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: {\"teacher\": {...}, \"student\": {...}}.")
-def profile_cmd(model, arch, arch_opts, trust_pickle, width, round_to, size, repeats, no_latency, device, as_json):
+def profile_cmd(model, arch, arch_opts, trust_pickle, width, round_to, size, repeats, no_latency, in_channels, device, as_json):
     """Count MACs and parameters and time a generator (and its student).
 
     MACs follow the paper's convention (torchprofile). Latency is the median of
@@ -32,7 +34,8 @@ def profile_cmd(model, arch, arch_opts, trust_pickle, width, round_to, size, rep
     from ..profiling import profile
 
     result = profile(model, arch=arch, arch_opts=arch_opts, trust_pickle=trust_pickle, width=width,
-                     round_to=round_to, size=size, device=device, latency=not no_latency, repeats=repeats)
+                     round_to=round_to, size=size, device=device, latency=not no_latency, repeats=repeats,
+                     in_channels=in_channels)
     if as_json:
         echo_json(result)
         return
@@ -54,4 +57,7 @@ def format_profile(result: dict) -> str:
         r = result["ratios"]
         rows.append(("ratio", f"{r['macs']:.2f}x", f"{r['params']:.2f}x", "-" if r["latency"] is None else f"{r['latency']:.2f}x"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows)
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    for u in result.get("unpruned", []):  # what the student keeps at the teacher's width, and why
+        lines.append(f"full width: {u['layer']}: {u['reason']}")
+    return "\n".join(lines)

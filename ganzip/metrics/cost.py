@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
+import weakref
 
 import torch
 import torch.nn as nn
@@ -18,12 +19,72 @@ from ..devices import resolve_device
 from ..errors import GanzipError
 
 
-def infer_in_channels(model: nn.Module, default: int = 3) -> int:
-    """The image channels a generator expects: the in_channels of its first convolution."""
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            return m.in_channels
-    return default
+_GUESSED: "weakref.WeakKeyDictionary[nn.Module, int]" = weakref.WeakKeyDictionary()
+
+
+def infer_in_channels(model: nn.Module, default: int = 3, size: int | None = None) -> int:
+    """The image channels a generator expects.
+
+    A student records them. Otherwise the first convolution's `in_channels` is
+    only a candidate: after a pixel-unshuffle (Real-ESRGAN x2: 3 -> 12) or an
+    extra input channel (a noise map) it is not the image's. Each candidate
+    (that count, its quotients by 4, 9 and 16, one less, then 3, 1, 4) is tried
+    with a forward pass on a small input, and the first that runs is the answer
+    (remembered per model). When none runs, the first convolution's count is
+    returned and the caller's own forward pass reports the failure (pass
+    ``in_channels=`` / ``--in-channels`` then).
+    """
+    info = getattr(model, "ganzip_student", None)
+    if isinstance(info, dict) and info.get("in_channels"):
+        return int(info["in_channels"])
+    try:
+        if model in _GUESSED:
+            return _GUESSED[model]
+    except TypeError:  # not weak-referenceable
+        pass
+    first = next((m.in_channels for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))), None)
+    if first is None:
+        return default
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if device.type == "meta":
+        return first
+    candidates = [first] + [first // f for f in (4, 9, 16) if first % f == 0] + [first - 1, 3, 1, 4]
+    guess = first
+    was_training = model.training
+    model.eval()
+    try:
+        min_size = getattr(model, "min_size", 0) or 0
+        for s in dict.fromkeys((max(min_size, 16), max(min_size, 32), size or 64)):
+            found = next((c for c in dict.fromkeys(candidates) if c > 0 and _runs(model, c, s, device)), None)
+            if found is not None:
+                guess = found
+                break
+    finally:
+        model.train(was_training)
+    try:
+        _GUESSED[model] = guess
+    except TypeError:
+        pass
+    return guess
+
+
+def set_in_channels(model: nn.Module, channels: int | None) -> None:
+    """Tell ganzip how many image channels `model` takes (``in_channels=`` / ``--in-channels``)."""
+    if channels is None:
+        return
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise GanzipError(f"--in-channels must be a positive integer, got {channels!r}")
+    _GUESSED[model] = channels
+
+
+def _runs(model: nn.Module, channels: int, size: int, device) -> bool:
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model(torch.zeros(1, channels, size, size, device=device))
+        return True
+    except Exception:  # a wrong channel count fails in many ways
+        return False
 
 
 def _example(model: nn.Module, size: int, in_channels: int | None, device) -> torch.Tensor:
