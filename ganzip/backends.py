@@ -323,11 +323,10 @@ def backend_latencies(student: str | os.PathLike, size: int = 256, threads: int 
     backend does.
     """
     out = {}
-    x = example_input(size, in_channels)
     for backend, path in find_exports(student).items():
         try:
             runner = load_runner(path, threads, backend)
-            entry = time_runner(runner, x, warmup, repeats)
+            entry = time_runner(runner, example_input(_input_shape(path) or size, in_channels), warmup, repeats)
         except Exception as exc:  # noqa: BLE001 - a broken export must not stop the report
             entry = {"backend": backend, "latency_ms": None, "threads": default_threads(threads),
                      "error": _first_line(exc)}
@@ -336,14 +335,57 @@ def backend_latencies(student: str | os.PathLike, size: int = 256, threads: int 
     return out
 
 
+def profile_backend(model: str | os.PathLike | None, backend: str, size: int = 256, threads: int | None = 1,
+                    warmup: int = 2, repeats: int = 10) -> dict:
+    """Time one backend: `model` is the exported file itself, or a student with that export beside it."""
+    if model is None:
+        raise GanzipError("--backend needs MODEL: the exported file, or the student it was exported from")
+    path = Path(model)
+    if backend_of(path) != backend:
+        found = find_exports(path).get(backend) if path.suffix == ".safetensors" else None
+        if found is None:
+            raise GanzipError(f"{path} is not a {backend} export and has none beside it (expected "
+                              f"{path.with_name(_stem(path) + BACKEND_SUFFIXES[backend])}): run ganzip export first")
+        path = found
+    runner = load_runner(path, threads, backend)
+    shape = _input_shape(path)
+    x = example_input(size if shape is None else shape, 3)
+    out = time_runner(runner, x, warmup, repeats)
+    out["path"] = str(path)
+    return out
+
+
+def _input_shape(path: Path) -> int | None:
+    """The static side recorded in the JSON beside an export (the file only takes that size)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError, TypeError, IndexError):
+        shape = json.loads(Path(str(path) + ".json").read_text())["contract"]["input_shape"]
+        side = shape[1] if shape[-1] in (1, 3) and shape[1] not in (1, 3) else shape[-1]
+        return int(side) if isinstance(side, int) else None
+    return None
+
+
 def latency_columns(student: str | os.PathLike, size: int = 256, threads: int | None = 1,
                     repeats: int = 5) -> dict[str, float | None]:
-    """Flat leaderboard columns: {"latency_ms_onnx": ..., "latency_ms_onnx-int8": ..., "backend_threads": n}."""
+    """Flat leaderboard columns: {"onnx_latency_ms": ..., "onnx-int8_latency_ms": ..., "backend_threads": n}."""
     found = backend_latencies(student, size=size, threads=threads, repeats=repeats)
-    cols: dict[str, float | None] = {f"latency_ms_{b}": e.get("latency_ms") for b, e in found.items()}
+    cols: dict[str, float | None] = {f"{b}_latency_ms": e.get("latency_ms") for b, e in found.items()}
     if found:
         cols["backend_threads"] = default_threads(threads)
     return cols
+
+
+def backend_table(cost: dict) -> dict:
+    """The report table of per-backend latency: eager PyTorch, then every exported file found."""
+    rows = []
+    student = cost.get("student") or {}
+    if student.get("latency_ms") is not None:
+        rows.append(["eager (PyTorch)", student["latency_ms"], "-", cost.get("device", "cpu"), "-"])
+    for backend, e in (cost.get("backends") or {}).items():
+        rows.append([backend, e.get("latency_ms") if e.get("latency_ms") is not None else "-",
+                     str(e.get("threads", "-")), e.get("runtime") or e.get("error", "-"), Path(e["path"]).name])
+    return {"title": "Latency per backend", "header": ["backend", "latency (ms)", "threads", "runtime", "file"],
+            "rows": rows, "note": f"Median after warm-up at {cost.get('size', '?')}x{cost.get('size', '?')}, batch 1, "
+                                  "on this machine's CPU; eager uses the evaluation device and thread settings."}
 
 
 @contextlib.contextmanager

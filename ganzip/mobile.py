@@ -60,6 +60,7 @@ def capture(model: nn.Module, example: torch.Tensor, dynamic: bool = False):
     if dynamic:
         auto = torch.export.Dim.AUTO
         dynamic_shapes = ({0: auto, 2: auto, 3: auto},)
+        example = example.repeat(2, 1, 1, 1)  # a batch of 1 would be specialised to 1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
