@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--calibration", default="builtin:edges2shapes")
     ap.add_argument("--calibration-images", type=int, default=32)
     ap.add_argument("--variants", action="store_true", help="Also measure other choices of operators to quantize.")
+    ap.add_argument("--executorch", action="store_true",
+                    help="Also INT8 vs FP32 in ExecuTorch/XNNPACK (needs ganzip[mobile]).")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -141,6 +143,29 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
 
     profiles = {k: op_profile(files[k], x, args.threads) for k in ("fp32", "int8")}
+    et = None
+    if args.executorch:
+        from ganzip.backends import load_runner
+
+        e32 = export_model(student, work / "s.pte", format="executorch", size=args.size, latency=False,
+                           threads=args.threads)
+        e8 = export_model(student, work / "s.int8.pte", format="executorch", size=args.size, int8=True,
+                          calibration=args.calibration, calibration_images=args.calibration_images, latency=False,
+                          threads=args.threads)
+        runners = {"fp32": load_runner(e32.path, args.threads), "int8": load_runner(e8.path, args.threads)}
+        xt = torch.from_numpy(x)
+        et_times = defaultdict(list)
+        for r in runners.values():
+            for _ in range(3):
+                r.run(xt)
+        for _ in range(args.repeats):
+            for k, r in runners.items():
+                t = time.perf_counter()
+                r.run(xt)
+                et_times[k].append((time.perf_counter() - t) * 1000)
+        et = {k: statistics.median(v) for k, v in et_times.items()}
+        et.update({"speedup": et["fp32"] / et["int8"], "psnr": e8.quantization["to_fp32"]["psnr"],
+                   "fp32_bytes": e32.bytes, "int8_bytes": e8.bytes, "fp32_max_abs_diff": e32.max_abs_diff})
     speedup = med["fp32"] / med["int8"]
     result = {
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
@@ -155,7 +180,7 @@ def main() -> None:
         "fp32_max_abs_diff": fp32.max_abs_diff, "float_operators": q["float_operators"],
         "op_profile_ms": profiles, "variants": {k: {**v, "ms": med[k], "speedup": med["fp32"] / med[k]}
                                                 for k, v in extra.items()},
-        "export_seconds": export_s,
+        "export_seconds": export_s, "executorch": et,
     }
     print(f"{result['model']}, {args.threads} thread(s), onnxruntime {result['onnxruntime']}, "
           f"CPU flags {' '.join(result['cpu_flags'])}, load {result['load_average'][0]:.1f}")
@@ -166,6 +191,9 @@ def main() -> None:
     print(f"size {fp32.bytes / 1e6:.2f} MB -> {int8.bytes / 1e6:.2f} MB: {result['size_ratio']:.2f}x smaller")
     for name, v in result["variants"].items():
         print(f"variant {name}: {v['ms']:.1f} ms ({v['speedup']:.2f}x), {v['psnr']:.2f} dB, {v['bytes'] / 1e6:.2f} MB")
+    if et:
+        print(f"ExecuTorch/XNNPACK: FP32 {et['fp32']:.1f} ms, INT8 {et['int8']:.1f} ms: {et['speedup']:.2f}x, "
+              f"{et['psnr']:.2f} dB, {et['fp32_bytes'] / et['int8_bytes']:.2f}x smaller")
     for name, prof in profiles.items():
         total = sum(prof.values())
         top = ", ".join(f"{op} {ms:.1f} ({100 * ms / total:.0f}%)" for op, ms in list(prof.items())[:6])

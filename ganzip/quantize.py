@@ -142,10 +142,10 @@ def _quiet_quantizer():
 def float_operators(path: Path) -> dict[str, dict]:
     """Operators of a QDQ model that run in float: {op_type: {"count", "why"}}.
 
-    An operator runs as an integer kernel when every activation input comes
-    from a DequantizeLinear and its output feeds a QuantizeLinear (that is
-    the pattern onnxruntime fuses into QLinear* kernels); any other compute
-    node stays in float.
+    An operator runs as an integer kernel when it is one onnxruntime has an
+    integer kernel for, every activation input comes from a DequantizeLinear
+    and its output feeds a QuantizeLinear (the pattern onnxruntime fuses into
+    QLinear* kernels); any other compute node stays in float.
     """
     import onnx
 
@@ -166,7 +166,8 @@ def float_operators(path: Path) -> dict[str, dict]:
         fed_int = bool(acts) and not graph_inputs and all(producer[i].op_type == "DequantizeLinear" for i in acts)
         out_int = all(c.op_type == "QuantizeLinear" for o in n.output for c in consumers.get(o, [])) \
             and all(consumers.get(o) for o in n.output)
-        if not (fed_int and out_int):
+        # onnxruntime only fuses Q/DQ into integer kernels for the operators it has them for
+        if not (fed_int and out_int and n.op_type in QUANTIZED_OPS + ("Relu", "Clip", "Concat")):
             counts[n.op_type] += 1
     return {op: {"count": c, "why": FLOAT_REASONS.get(op, "onnxruntime's quantizer has no integer rule for it")}
             for op, c in sorted(counts.items())}

@@ -200,3 +200,14 @@ def test_missing_onnxruntime_quantization_is_named(monkeypatch, student, photos,
     with pytest.raises(GanzipError, match="pip install onnxruntime"):
         export_model(student[1], tmp_path / "x.onnx", size=SIZE, int8=True, calibration=str(photos), latency=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_instance_norm_is_reported_as_float(student, photos, tmp_path):
+    _, fp32 = student
+    result = export_model(fp32, tmp_path / "f.int8.onnx", size=SIZE, int8=True, calibration=str(photos),
+                          calibration_images=4, latency=False)
+    norms = sum(isinstance(m, torch.nn.InstanceNorm2d) for m in fp32.modules())
+    convt = sum(isinstance(m, torch.nn.ConvTranspose2d) for m in fp32.modules())
+    floats = result.quantization["float_operators"]
+    assert floats["InstanceNormalization"]["count"] == norms
+    assert floats["ConvTranspose"]["count"] == convt and floats["Tanh"]["count"] == 1
