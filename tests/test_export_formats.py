@@ -231,3 +231,39 @@ def test_coreml_package_structure_is_validated_and_the_skip_said(cli, student, t
     assert "conv" in ops and "tanh" in ops
     meta = dict(spec.description.metadata.userDefined)
     assert json.loads(meta["ganzip.value_range"]) == [-1.0, 1.0]
+
+
+def test_tflite_int8_uses_litert_quantization_and_keeps_quality(student, photos, tmp_path):
+    _needs("litert_torch", "tflite")
+    from ai_edge_litert.interpreter import Interpreter
+
+    result = export_model(student, tmp_path / "s.int8.tflite", format="tflite", size=SIZE, int8=True,
+                          calibration=str(photos), calibration_images=4, latency=False)
+    interp = Interpreter(model_path=str(result.path), num_threads=1)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    x = _photo_batch(photos)
+    got = []
+    for img in x:
+        a = img[None].permute(0, 2, 3, 1).contiguous().numpy()
+        if np.dtype(inp["dtype"]).kind in "iu":  # integer I/O: the file's own scale and zero point
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            a = np.clip(np.round(a / scale + zero), info.min, info.max).astype(inp["dtype"])
+        interp.set_tensor(inp["index"], a)
+        interp.invoke()
+        y = interp.get_tensor(out["index"]).astype(np.float32)
+        if np.dtype(out["dtype"]).kind in "iu":
+            scale, zero = out["quantization"]
+            y = (y - zero) * scale
+        got.append(torch.from_numpy(y).permute(0, 3, 1, 2))
+    with torch.no_grad():
+        assert _psnr(student(x), torch.cat(got)) >= 30
+    assert result.quantization["to_fp32"]["psnr"] >= 30
+
+
+@pytest.mark.parametrize("fmt", ["executorch", "tflite", "coreml"])
+def test_on_device_formats_refuse_dynamic_shapes(cli, student, tmp_path, fmt):
+    save_student(student, tmp_path / "student.safetensors")
+    cli("export", tmp_path / "student.safetensors", "--format", fmt, "--dynamic").assert_user_error(
+        "static shapes only", "--format onnx or pt2")
