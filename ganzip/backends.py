@@ -155,8 +155,10 @@ def _pt2_runner(path: Path, threads: int) -> Runner:
 def _executorch_runner(path: Path, threads: int, backend: str) -> Runner:
     quiet_torch_logs()
     try:
-        from executorch.extension.pybindings import portable_lib
-        from executorch.runtime import Runtime
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "This API is experimental", importlib.resources deprecations
+            from executorch.extension.pybindings import portable_lib
+            from executorch.runtime import Runtime
     except Exception as exc:  # ImportError, or a wheel built for another torch
         raise missing_extra("running an ExecuTorch .pte", "executorch", exc) from None
     try:

@@ -76,8 +76,10 @@ def capture(model: nn.Module, example: torch.Tensor, dynamic: bool = False):
 def _import_executorch():
     quiet_torch_logs()
     try:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import to_edge_transform_and_lower
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # importlib.resources deprecations inside executorch
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+            from executorch.exir import to_edge_transform_and_lower
     except Exception as exc:  # ImportError, or a wheel built against another torch
         raise missing_extra("--format executorch", "executorch", exc) from None
     return to_edge_transform_and_lower, XnnpackPartitioner
