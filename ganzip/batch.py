@@ -1059,6 +1059,10 @@ def leaderboard_rows(outcomes: Sequence[JobOutcome], latency: bool = True, repea
                 except (OSError, json.JSONDecodeError):
                     row["error"] = f"{report_path} is unreadable"
             row["student"] = str(oc.folder / STUDENT)
+            if latency:  # exported files beside the student (ganzip export): one latency column per backend
+                from .backends import latency_columns
+
+                row.update(latency_columns(oc.folder / STUDENT, job.image_size, threads=1, repeats=repeats))
         if oc.seconds is not None:
             row["seconds"] = round(oc.seconds, 1)
         if oc.error:

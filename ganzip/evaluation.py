@@ -370,6 +370,10 @@ def _evaluate(student, teacher=None, data=None, target=None, size: int = 256, ba
             cost["teacher"] = profile_model(t_model, size=size, device=dev, latency=latency)
             cost["ratios"] = {k: (cost["teacher"][k] / cost["student"][k]) if cost["student"].get(k) else None
                               for k in ("macs", "params", "latency_ms") if cost["teacher"].get(k) is not None}
+        if latency and isinstance(student, (str, os.PathLike)):
+            from .backends import backend_latencies
+
+            cost["backends"] = backend_latencies(student, size=size, threads=1)  # exported files beside the student
 
         paths: dict[str, Any] = {}
         if isinstance(student, (str, os.PathLike)):
@@ -397,6 +401,10 @@ def _evaluate(student, teacher=None, data=None, target=None, size: int = 256, ba
         report["command"] = command
     report.update({"data": data_info, "models": models, "cost": cost, "metrics": metrics,
                    "assets": asset_records, "warnings": notes, "versions": environment_info(dev), "paths": paths})
+    if cost.get("backends"):
+        from .backends import backend_table
+
+        report["tables"] = [backend_table(cost)]
     for key, value in (extra or {}).items():
         if key == "warnings":
             report["warnings"] = list(notes) + [w for w in value if w not in notes]

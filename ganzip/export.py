@@ -1,30 +1,44 @@
-"""Export a generator (usually a ganzip student) to ONNX or TorchScript, verified.
+"""Export a generator (usually a ganzip student) to a deployable file, verified in its own runtime.
 
-`export_model` writes the file atomically, then loads it back and checks that
-it reproduces the PyTorch model on random inputs from a few seeds (max
-absolute difference within `tolerance`, 1e-4 by default). An export that does
-not match, or that ONNX cannot express, is a `GanzipError` saying what to do.
+`export_model` writes the file under a temporary name, loads it back in the
+format's runtime and checks that it reproduces the PyTorch model on random
+inputs from a few seeds (max absolute difference within `tolerance`, 1e-4 by
+default); only then is it renamed into place. An export that does not match,
+or that the format cannot express, is a `GanzipError` saying what to do.
 
-* TorchScript: `torch.jit.trace` of the eval-mode model, checked with the
-  reloaded archive.
 * ONNX: the TorchScript-based exporter (`torch.onnx.export(..., dynamo=False)`,
-  opset 17), which needs no extra package and handles these convolutional
-  generators; checked with onnxruntime, which also gives the exported model's
-  latency (median of repeats).
+  opset 17), checked with onnxruntime. ``int8=True`` quantizes it with
+  onnxruntime's static post-training quantization (`ganzip.quantize`).
+* pt2: a `torch.export` ExportedProgram (`torch.export.save`), checked with
+  `torch.export.load`. The PyTorch-native format.
+* executorch / tflite / coreml: on-device formats (`ganzip.mobile`), each an
+  optional extra, checked with ExecuTorch's runtime and the LiteRT
+  interpreter; Core ML predictions need macOS, so on Linux only the
+  converted program's structure, shapes and dtypes are checked.
+* torchscript: `torch.jit.trace`, for old runtimes (deprecated by PyTorch).
 
-``--dynamic`` makes batch, height and width dynamic axes (ONNX) and also checks
-another batch size and, when the model accepts it, another image size.
+Shapes are static (1xCxSxS at `size`), as phone runtimes want; ``dynamic``
+makes batch, height and width dynamic (ONNX, pt2) and also checks another
+batch size and, when the model accepts it, another image size. The
+deployment contract (input/output names, layout, value range, shape) goes
+into the file's metadata where the format has some (ONNX metadata_props,
+the .pt2 archive) and always into the JSON written beside the file.
+
+INT8 exports (onnx, executorch, tflite) are checked against quality instead
+of a tolerance: PSNR/SSIM (LPIPS when AlexNet is installed) of the INT8
+model's images to the FP32 student's, on held-out calibration images; a
+PSNR below `min_psnr` writes nothing.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import os
 import re
-import statistics
+import shutil
 import tempfile
-import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,22 +50,30 @@ from . import io as gio
 from . import rundir
 from .errors import GanzipError, in_stage
 
-FORMATS = ("onnx", "torchscript")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+FORMATS = ("onnx", "pt2", "executorch", "tflite", "coreml", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "executorch": ".pte", "tflite": ".tflite", "coreml": ".mlpackage",
+            "torchscript": ".torchscript.pt"}
+INT8_FORMATS = ("onnx", "executorch", "tflite")
 OPSET = 17
 TOLERANCE = 1e-4
 SEEDS = (0, 1, 2)
+INPUT_NAME, OUTPUT_NAME = "input", "output"
 
 
 @dataclass
 class ExportResult:
-    """What `export_model` / `export` hand back.
+    """What `export_model` / `export` hand back (and what the JSON beside the file holds).
 
     `checks` lists every comparison made: input shape, seed and the max
-    absolute difference to the PyTorch model. `latency_ms` is the exported
-    model's median forward time (onnxruntime for ONNX, the reloaded archive for
-    TorchScript) on one 1×C×size×size input; `eager_latency_ms` the PyTorch
-    model's on the same input and device, for comparison.
+    absolute difference to the PyTorch model (for an INT8 export, of the FP32
+    graph it was quantized from; ONNX only). `latency_ms` is the exported
+    model's median forward time in its runtime on one 1×C×size×size input,
+    with `threads` threads; `eager_latency_ms` the PyTorch model's on the
+    same input. `quantization` is the INT8 report (calibration, fidelity to the
+    FP32 student and to the teacher, FP32/INT8 latency and sizes, operators
+    left in float). `contract` is the deployment contract recorded in the
+    file. `numerical_check` is False when the runtime could not run here
+    (Core ML off macOS); `notes` says why.
     """
 
     path: Path
@@ -59,13 +81,21 @@ class ExportResult:
     size: int
     dynamic: bool
     opset: int | None
-    max_abs_diff: float
+    max_abs_diff: float | None
     tolerance: float
     checks: list[dict] = field(default_factory=list)
     runtime: str = ""
     latency_ms: float | None = None
     eager_latency_ms: float | None = None
     bytes: int = 0
+    int8: bool = False
+    threads: int | None = None
+    contract: dict = field(default_factory=dict)
+    quantization: dict | None = None
+    numerical_check: bool = True
+    structure: dict | None = None
+    notes: list[str] = field(default_factory=list)
+    versions: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -73,15 +103,36 @@ class ExportResult:
         return d
 
 
-def default_output(source, fmt: str) -> Path:
-    """`student.safetensors` -> `student.onnx` / `student.torchscript.pt` beside it."""
+def default_output(source, fmt: str, int8: bool = False) -> Path:
+    """`student.safetensors` -> `student.onnx` / `student.int8.onnx` / `student.pte` ... beside it."""
     src = Path(source)
     stem = src.name
     for suffix in (".safetensors", ".pth", ".pt", ".ckpt", ".bin", ".onnx"):
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
             break
-    return src.with_name(stem + SUFFIXES[fmt])
+    return src.with_name(stem + (".int8" if int8 else "") + SUFFIXES[fmt])
+
+
+def sidecar_path(out: str | os.PathLike) -> Path:
+    """The JSON report written beside an exported file: `student.int8.onnx` -> `student.int8.onnx.json`."""
+    out = Path(out)
+    return out.with_name(out.name + ".json")
+
+
+def contract(in_channels: int, size: int, dynamic: bool, layout: str = "NCHW", precision: str = "fp32") -> dict:
+    """The deployment contract of an exported generator: what a runtime must feed it and gets back."""
+    if layout == "NHWC":
+        shape = ["batch", "height", "width", in_channels] if dynamic else [1, size, size, in_channels]
+    else:
+        shape = ["batch", in_channels, "height", "width"] if dynamic else [1, in_channels, size, size]
+    from . import __version__
+
+    return {"input": INPUT_NAME, "output": OUTPUT_NAME, "layout": layout, "input_shape": shape,
+            "output_shape": shape, "value_range": [-1.0, 1.0], "dtype": "float32", "precision": precision,
+            "color": "RGB" if in_channels == 3 else f"{in_channels} channels",
+            "preprocess": "x = pixel / 127.5 - 1 (uint8 RGB to [-1, 1])", "postprocess": "pixel = (y + 1) * 127.5",
+            "producer": f"ganzip {__version__}"}
 
 
 # ---------------------------------------------------------------- helpers
@@ -141,16 +192,6 @@ def _check_shapes(model: nn.Module, in_channels: int, size: int, dynamic: bool) 
     return shapes
 
 
-def _median_ms(fn, warmup: int, repeats: int) -> float:
-    times = []
-    for i in range(warmup + repeats):
-        t0 = time.perf_counter()
-        fn()
-        if i >= warmup:
-            times.append((time.perf_counter() - t0) * 1000.0)
-    return float(statistics.median(times))
-
-
 _UNSUPPORTED = re.compile(r"operator '([^']+)' to ONNX opset version (\d+) is not supported")
 
 
@@ -199,7 +240,8 @@ def _require_onnx() -> None:
                           "(or export with --format torchscript)")
 
 
-def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic: bool, opset: int) -> None:
+def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic: bool, opset: int,
+                 meta: dict | None = None) -> None:
     dynamic_axes = None
     if dynamic:
         axes = {0: "batch", 2: "height", 3: "width"}
@@ -214,23 +256,29 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic: b
         raise
     except Exception as exc:  # UnsupportedOperatorError, SymbolicValueError, tracing errors...
         raise _onnx_error(exc, opset) from exc
-    gio.atomic_write_bytes(path, buf.getvalue())
+    gio.atomic_write_bytes(path, _with_onnx_metadata(buf.getvalue(), meta) if meta else buf.getvalue())
 
 
-def _onnx_session(path: Path):
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise GanzipError(
-            "onnxruntime is needed to check the exported ONNX model: pip install onnxruntime "
-            "(or export with --format torchscript)"
-        ) from None
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise GanzipError(f"onnxruntime cannot load the exported model: {_first_line(exc)}") from exc
+def _with_onnx_metadata(data: bytes, meta: dict) -> bytes:
+    """The ONNX model with `meta` as metadata_props."""
+    import onnx
+
+    proto = onnx.load_from_string(data)
+    set_onnx_metadata(proto, meta)
+    return proto.SerializeToString()
+
+
+def set_onnx_metadata(proto, meta: dict) -> None:
+    """Record the deployment contract as ONNX metadata_props: keys `ganzip.KEY`, values JSON unless strings."""
+    props = {p.key: p for p in proto.metadata_props}
+    for key, value in meta.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        if f"ganzip.{key}" in props:
+            props[f"ganzip.{key}"].value = text
+        else:
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = f"ganzip.{key}", text
+    proto.producer_name = "ganzip"
 
 
 def _is_student_file(source) -> bool:
@@ -246,102 +294,11 @@ def _is_student_file(source) -> bool:
         return False
 
 
-# ---------------------------------------------------------------- public
+# ---------------------------------------------------------------- checks
 
 
-@in_stage("exporting")
-def export_model(model: nn.Module, out: str | os.PathLike, format: str = "onnx", size: int = 256,
-                 dynamic: bool = False, tolerance: float = TOLERANCE, seeds=SEEDS, opset: int = OPSET,
-                 latency: bool = True, repeats: int = 10, warmup: int = 2, in_channels: int | None = None) -> ExportResult:
-    """Export `model` to `out` as ONNX or TorchScript and verify it.
-
-    Args:
-        model: a generator (eval mode is set; the model is moved to the CPU).
-        out: the file to write (atomically).
-        format: "onnx" or "torchscript".
-        size: side of the square example input (and of the checked inputs).
-        dynamic: dynamic batch/height/width axes (ONNX; TorchScript traces are
-            shape-generic for these convolutional models and are checked the same way).
-        tolerance: largest allowed max absolute difference to the PyTorch model.
-        seeds: one random input per seed is compared.
-        opset: ONNX opset version.
-        latency: also time the exported model (and the eager one) on the CPU.
-        repeats, warmup: timed runs (the median is reported) and untimed ones.
-
-    Raises GanzipError when the export fails, when ONNX cannot express an
-    operator, or when the exported model differs from the PyTorch one.
-    """
-    from .metrics.cost import infer_in_channels
-
-    if format not in FORMATS:
-        raise GanzipError(f"unknown export format {format!r}: use onnx or torchscript")
-    if not isinstance(size, int) or size < 1:
-        raise GanzipError(f"--size must be a positive integer, got {size!r}")
-    if repeats < 1:
-        raise GanzipError(f"--repeats must be at least 1, got {repeats}")
-    if format == "onnx":
-        _require_onnx()
-    out = Path(out)
-    if out.is_dir():
-        raise GanzipError(f"--out {out} is a folder: give a file path such as {out / ('student' + SUFFIXES[format])}")
-    model = model.cpu().eval()
-    c = in_channels or infer_in_channels(model)
-    example = _inputs(c, (size, size), 1, seed=12345)
-    try:
-        with torch.inference_mode():
-            reference_out = model(example)
-    except Exception as exc:
-        raise GanzipError(f"the model failed on a 1x{c}x{size}x{size} input ({_first_line(exc)}); check --size") from exc
-    if not isinstance(reference_out, torch.Tensor):
-        raise GanzipError(f"the model returned {type(reference_out).__name__}, not a tensor: only image-to-image generators can be exported")
-
-    # Written under a temporary name and renamed only once verified: a failed
-    # check leaves no file that looks like a usable export.
-    staging = out.with_name(f".{out.name}.unverified")
-    try:
-        result = _export_and_verify(model, staging, out, format, c, example, size, dynamic, tolerance, seeds,
-                                    opset, latency, repeats, warmup)
-        try:
-            os.replace(staging, out)
-        except OSError as exc:
-            raise GanzipError(gio.os_error_message(exc, out)) from exc
-    finally:
-        with contextlib.suppress(OSError):
-            staging.unlink()
-    result.path = out
-    return result
-
-
-def _export_and_verify(model, path: Path, final: Path, format, c, example, size, dynamic, tolerance, seeds, opset,
-                       latency, repeats, warmup) -> ExportResult:
-    if format == "torchscript":
-        _export_torchscript(model, example, path)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                loaded = torch.jit.load(str(path), map_location="cpu").eval()
-        except Exception as exc:
-            raise GanzipError(f"the TorchScript export could not be loaded back: {_first_line(exc)}") from exc
-
-        def run_exported(x: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode():
-                return loaded(x)
-
-        runtime = f"torch.jit {torch.__version__}"
-        used_opset = None
-    else:
-        _export_onnx(model, example, path, dynamic, opset)
-        session = _onnx_session(path)
-        input_name = session.get_inputs()[0].name
-
-        def run_exported(x: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(session.run(None, {input_name: x.numpy()})[0])
-
-        import onnxruntime
-
-        runtime = f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)"
-        used_opset = opset
-
+def _compare(run_exported, model, c, size, dynamic, seeds, tolerance, format, final) -> list[dict]:
+    """Max abs difference of the exported model to the PyTorch one on one input per seed (and shape)."""
     checks = []
     for batch, h, w in _check_shapes(model, c, size, dynamic):
         for seed in seeds:
@@ -366,55 +323,389 @@ def _export_and_verify(model, path: Path, final: Path, format, c, example, size,
                     "has data-dependent control flow or Python-side computation that the trace froze, "
                     f"so nothing was written to {final}"
                 )
+    return checks
 
-    result = ExportResult(path=final, format=format, size=size, dynamic=dynamic, opset=used_opset,
-                          max_abs_diff=max(ch["max_abs_diff"] for ch in checks), tolerance=tolerance, checks=checks,
-                          runtime=runtime, bytes=path.stat().st_size)
+
+def _int8_report(model, int8_runner, fp32_runner, fp32_label, held, calib_info, teacher, c, size, warmup, repeats,
+                 fp32_bytes, int8_bytes, latency: bool) -> dict:
+    """Fidelity of the INT8 model to the FP32 student (and the teacher), latencies and sizes."""
+    from .backends import median_ms
+    from .quantize import fidelity, load_lpips_if_present, run_batch
+
+    from .backends import torch_threads
+
+    def eager(x):
+        with torch_threads(int8_runner.threads), torch.inference_mode():
+            return model(x)
+
+    lp, lp_missing = load_lpips_if_present()
+    fp32_out = run_batch(eager, held)
+    try:
+        int8_out = run_batch(int8_runner.run, held)
+    except Exception as exc:
+        raise GanzipError(f"the INT8 model failed in {int8_runner.runtime}: {_first_line(exc)}") from exc
+    report = {"calibration": calib_info, "to_fp32": fidelity(fp32_out, int8_out, lp)}
+    if lp is None:
+        report["lpips_missing"] = f"LPIPS not measured: {lp_missing}"
+    if teacher is not None:
+        with torch.inference_mode():
+            t_out = run_batch(teacher, held)
+        if t_out.shape != int8_out.shape:
+            raise GanzipError(f"the teacher returns shape {tuple(t_out.shape[1:])}, the student "
+                              f"{tuple(int8_out.shape[1:])}: give the student's own teacher")
+        report["to_teacher"] = {"int8": fidelity(t_out, int8_out, lp), "fp32": fidelity(t_out, fp32_out, lp)}
+    report["bytes"] = {"fp32": fp32_bytes, "int8": int8_bytes,
+                       "ratio": (fp32_bytes / int8_bytes) if int8_bytes else None,
+                       "fp32_is": "the FP32 ONNX file" if fp32_runner is not None else
+                       "the FP32 weights (4 bytes per parameter and buffer)"}
     if latency:
         x = _inputs(c, (size, size), 1, seed=0)
-        result.latency_ms = _median_ms(lambda: run_exported(x), warmup, repeats)
+        fp32_run = fp32_runner.run if fp32_runner is not None else eager
+        lat = {"fp32_ms": median_ms(lambda: fp32_run(x), warmup, repeats),
+               "int8_ms": median_ms(lambda: int8_runner.run(x), warmup, repeats),
+               "threads": int8_runner.threads, "fp32_runtime": fp32_label, "int8_runtime": int8_runner.runtime,
+               "warmup": warmup, "repeats": repeats, "statistic": "median"}
+        lat["speedup"] = lat["fp32_ms"] / lat["int8_ms"]
+        report["latency"] = lat
+    return report
+
+
+def _check_min_psnr(report: dict, min_psnr: float | None, final: Path) -> None:
+    measured = report["to_fp32"]["psnr"]
+    if min_psnr is not None and not measured >= min_psnr:
+        raise GanzipError(
+            f"INT8 fidelity check failed: {measured:.2f} dB PSNR to the FP32 student is below --min-psnr "
+            f"{min_psnr:g}, so nothing was written to {final}; try more typical --calibration images, "
+            "or export without --int8")
+
+
+def _fp32_weight_bytes(model: nn.Module) -> int:
+    return sum(p.numel() * 4 for p in model.parameters()) + sum(b.numel() * 4 for b in model.buffers())
+
+
+# ---------------------------------------------------------------- public
+
+
+def _preflight(format: str, int8: bool, calibration, dynamic: bool) -> None:
+    """Refuse impossible combinations and name missing extras before any work is done."""
+    from . import mobile
+
+    if format not in FORMATS:
+        raise GanzipError(f"unknown export format {format!r}: use one of {', '.join(FORMATS)}")
+    if int8 and format not in INT8_FORMATS:
+        raise GanzipError(f"--int8 is not available with --format {format}: use --format onnx, executorch or tflite "
+                          "with --int8")
+    if int8 and not calibration:
+        raise GanzipError("--int8 needs calibration images: --calibration DIR (the student's input images) "
+                          "or --calibration builtin:NAME")
+    if dynamic and format in ("executorch", "tflite", "coreml"):
+        raise GanzipError(f"--format {format} exports static shapes only: drop --dynamic (or use --format onnx or pt2)")
+    if format == "onnx":
+        _require_onnx()
+    elif format == "executorch":
+        mobile._import_executorch()
+    elif format == "tflite":
+        mobile._import_litert()
+    elif format == "coreml":
+        mobile._import_coremltools()
+
+
+@in_stage("exporting")
+def export_model(model: nn.Module, out: str | os.PathLike, format: str = "onnx", size: int = 256,
+                 dynamic: bool = False, tolerance: float = TOLERANCE, seeds=SEEDS, opset: int = OPSET,
+                 latency: bool = True, repeats: int = 10, warmup: int = 2, in_channels: int | None = None, *,
+                 int8: bool = False, calibration: str | None = None, calibration_images: int | None = None,
+                 min_psnr: float | None = None, teacher: nn.Module | None = None, threads: int | None = None,
+                 precision: str = "fp16", nhwc: bool = True) -> ExportResult:
+    """Export `model` to `out` and verify it in the format's runtime.
+
+    Args:
+        model: a generator (eval mode is set; the model is moved to the CPU).
+        out: the file to write (renamed into place only once verified).
+        format: one of `FORMATS`.
+        size: side of the square example input (and of the checked inputs); the
+            exported shape is 1xCxSxS unless `dynamic`.
+        dynamic: dynamic batch/height/width axes (ONNX, pt2).
+        tolerance: largest allowed max absolute difference to the PyTorch model (FP32).
+        seeds: one random input per seed is compared.
+        opset: ONNX opset version.
+        latency: also time the exported model (and the eager one) on the CPU.
+        repeats, warmup: timed runs (the median is reported) and untimed ones.
+        int8: post-training INT8 quantization (onnx, executorch, tflite), calibrated on
+            `calibration` (a folder of input images or ``builtin:NAME``, `calibration_images` of them).
+        min_psnr: an INT8 model whose PSNR to the FP32 student is below this (dB) is not written (default 30).
+        teacher: also report the INT8 model's fidelity to this generator.
+        threads: runtime threads for the checks and latencies (all cores when None).
+        precision: Core ML compute precision, "fp16" or "fp32".
+        nhwc: TFLite input/output in NHWC (the TFLite convention); NCHW otherwise.
+
+    Raises GanzipError when the export fails, when the format cannot express
+    an operator, when the exported model differs from the PyTorch one, or
+    when an INT8 model falls below `min_psnr`.
+    """
+    from .backends import default_threads
+    from .metrics.cost import infer_in_channels
+    from .quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_PSNR, calibration_images as read_calibration
+
+    _preflight(format, int8, calibration, dynamic)
+    if not isinstance(size, int) or size < 1:
+        raise GanzipError(f"--size must be a positive integer, got {size!r}")
+    if repeats < 1:
+        raise GanzipError(f"--repeats must be at least 1, got {repeats}")
+    if precision not in ("fp16", "fp32"):
+        raise GanzipError(f"--precision must be fp16 or fp32, got {precision!r}")
+    out = Path(out)
+    if out.is_dir() and format != "coreml":
+        raise GanzipError(f"--out {out} is a folder: give a file path such as {out / ('student' + SUFFIXES[format])}")
+    model = model.cpu().eval()
+    c = in_channels or infer_in_channels(model)
+    example = _inputs(c, (size, size), 1, seed=12345)
+    try:
         with torch.inference_mode():
-            result.eager_latency_ms = _median_ms(lambda: model(x), warmup, repeats)
+            reference_out = model(example)
+    except Exception as exc:
+        raise GanzipError(f"the model failed on a 1x{c}x{size}x{size} input ({_first_line(exc)}); check --size") from exc
+    if not isinstance(reference_out, torch.Tensor):
+        raise GanzipError(f"the model returned {type(reference_out).__name__}, not a tensor: only image-to-image generators can be exported")
+    calib = held = calib_info = None
+    if int8:
+        calib, held, calib_info = read_calibration(calibration, size, calibration_images or DEFAULT_CALIBRATION_IMAGES)
+        if calib.shape[1] != c:
+            raise GanzipError(f"--calibration images have {calib.shape[1]} channels, the model takes {c}")
+        if teacher is not None:
+            teacher = teacher.cpu().eval()
+    opts = dict(format=format, c=c, example=example, size=size, dynamic=dynamic, tolerance=tolerance, seeds=seeds,
+                opset=opset, latency=latency, repeats=repeats, warmup=warmup, threads=default_threads(threads),
+                int8=int8, calib=calib, held=held, calib_info=calib_info, teacher=teacher,
+                min_psnr=DEFAULT_MIN_PSNR if min_psnr is None else min_psnr, precision=precision, nhwc=nhwc,
+                reference_out=reference_out)
+
+    # Written under a temporary name and renamed only once verified: a failed
+    # check leaves no file that looks like a usable export.
+    staging = out.with_name(f".{out.name}.unverified" + (".mlpackage" if format == "coreml" else ""))
+    try:
+        result = _export_and_verify(model, staging, out, **opts)
+        try:
+            _replace(staging, out)
+        except OSError as exc:
+            raise GanzipError(gio.os_error_message(exc, out)) from exc
+    finally:
+        _remove(staging)
+        _remove(staging.with_name(staging.name + ".fp32"))
+    result.path = out
+    gio.atomic_write_json(sidecar_path(out), result.to_dict())
     return result
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _replace(staging: Path, out: Path) -> None:
+    """Rename the verified file (or .mlpackage folder) over `out`."""
+    if staging.is_dir():
+        old = out.with_name(f".{out.name}.old")
+        _remove(old)
+        if out.exists():
+            os.replace(out, old)
+        os.replace(staging, out)
+        _remove(old)
+    else:
+        os.replace(staging, out)
+
+
+def _export_and_verify(model, path: Path, final: Path, *, format, c, example, size, dynamic, tolerance, seeds, opset,
+                       latency, repeats, warmup, threads, int8, calib, held, calib_info, teacher, min_psnr, precision,
+                       nhwc, reference_out) -> ExportResult:
+    from . import mobile
+    from .backends import load_runner
+
+    layout = "NHWC" if format == "tflite" and nhwc else "NCHW"
+    meta = contract(c, size, dynamic, layout=layout, precision="int8" if int8 else
+                    ("fp16" if format == "coreml" and precision == "fp16" else "fp32"))
+    result = ExportResult(path=final, format=format, size=size, dynamic=dynamic, opset=None, max_abs_diff=None,
+                          tolerance=tolerance, int8=int8, threads=threads, contract=meta)
+    result.versions = {"torch": torch.__version__}
+    runner = fp32_runner = None
+    fp32_bytes = _fp32_weight_bytes(model)
+    fp32_label = f"PyTorch eager {torch.__version__}"
+
+    if format == "torchscript":
+        _export_torchscript(model, example, path)
+        runner = load_runner(path, threads, "torchscript")
+    elif format == "onnx":
+        import onnxruntime
+
+        result.opset = opset
+        result.versions["onnxruntime"] = onnxruntime.__version__
+        if not int8:
+            _export_onnx(model, example, path, dynamic, opset, meta)
+            runner = load_runner(path, threads, "onnx")
+        else:
+            from .quantize import float_operators, operator_counts, quantize_onnx
+
+            fp32 = path.with_name(path.name + ".fp32")
+            _export_onnx(model, example, fp32, dynamic, opset, contract(c, size, dynamic))
+            fp32_runner = load_runner(fp32, threads, "onnx")
+            result.checks = _compare(fp32_runner.run, model, c, size, dynamic, seeds, tolerance, format, final)
+            quantize_onnx(fp32, path, calib)
+            import onnx
+
+            proto = onnx.load(str(path))
+            set_onnx_metadata(proto, meta)
+            gio.atomic_write_bytes(path, proto.SerializeToString())
+            runner = load_runner(path, threads, "onnx-int8")
+            fp32_bytes, fp32_label = fp32.stat().st_size, fp32_runner.runtime
+            float_ops = float_operators(path)
+            ops = operator_counts(path)
+    elif format == "pt2":
+        ep = mobile.capture(model, example, dynamic)
+        buf = io.BytesIO()
+        try:
+            torch.export.save(ep, buf, extra_files={"ganzip.json": json.dumps(meta)})
+        except Exception as exc:
+            raise GanzipError(f"torch.export.save failed: {_first_line(exc)}") from exc
+        gio.atomic_write_bytes(path, buf.getvalue())
+        runner = load_runner(path, threads, "pt2")
+    elif format == "executorch":
+        gio.atomic_write_bytes(path, mobile.to_executorch(model, example, calib if int8 else None))
+        runner = load_runner(path, threads, "executorch-int8" if int8 else "executorch")
+        result.versions.update(mobile.executorch_versions())
+    elif format == "tflite":
+        gio.atomic_write_bytes(path, mobile.to_tflite(model, example, nhwc=nhwc, calibration=calib if int8 else None))
+        runner = load_runner(path, threads, "tflite-int8" if int8 else "tflite", layout=layout)
+        if runner.io_quantization:
+            meta["io_quantization"] = runner.io_quantization
+            meta["dtype"] = "int8 (quantize the [-1, 1] input with io_quantization.input)"
+    elif format == "coreml":
+        mobile.to_coreml(model, example, path, precision, meta)
+        result.structure = mobile.coreml_structure(path)
+        _check_coreml_structure(result.structure, example, reference_out, path)
+        result.runtime = "coremltools (structure only)"
+        import sys
+
+        if sys.platform == "darwin":
+            def run_coreml(x):
+                return mobile.coreml_predict(path, x)
+
+            result.checks = _compare(run_coreml, model, c, size, False, seeds, max(tolerance, 5e-2 if precision == "fp16" else 1e-3),
+                                     format, final)
+            result.max_abs_diff = max(ch["max_abs_diff"] for ch in result.checks)
+            result.runtime = "Core ML (macOS, CPU only)"
+        else:
+            result.numerical_check = False
+            result.notes.append("numerical check NOT run: Core ML predictions need macOS (coremltools ships no "
+                                "Core ML runtime for Linux); checked only the program's structure, input/output "
+                                "names, shapes and dtypes. Run ganzip export on a Mac to compare outputs.")
+        result.bytes = _tree_bytes(path)
+        return result
+    else:  # pragma: no cover - _preflight rejects it
+        raise GanzipError(f"unknown export format {format!r}")
+
+    result.runtime = runner.runtime
+    if not int8:
+        result.checks = _compare(runner.run, model, c, size, dynamic, seeds, tolerance, format, final)
+    if result.checks:
+        result.max_abs_diff = max(ch["max_abs_diff"] for ch in result.checks)
+    result.bytes = path.stat().st_size
+    if int8:
+        report = _int8_report(model, runner, fp32_runner, fp32_label, held, calib_info, teacher, c, size, warmup,
+                              repeats, fp32_bytes, result.bytes, latency)
+        if format == "onnx":
+            report["float_operators"] = float_ops
+            report["operators"] = ops
+            report["method"] = ("onnxruntime quantize_static: QDQ, per-channel symmetric INT8 weights, UINT8 "
+                                "activations, MinMax calibration")
+        elif format == "executorch":
+            report["method"] = "PT2E (torchao prepare_pt2e/convert_pt2e), XNNPACKQuantizer symmetric per-channel"
+        else:
+            report["method"] = "litert-torch PT2EQuantizer, symmetric per-channel"
+        report["min_psnr"] = min_psnr
+        result.quantization = report
+        _check_min_psnr(report, min_psnr, final)
+    if latency:
+        x = _inputs(c, (size, size), 1, seed=0)
+        from .backends import median_ms, torch_threads
+
+        result.latency_ms = median_ms(lambda: runner.run(x), warmup, repeats)
+        with torch_threads(threads), torch.inference_mode():
+            result.eager_latency_ms = median_ms(lambda: model(x), warmup, repeats)
+    return result
+
+
+def _tree_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _check_coreml_structure(structure: dict, example: torch.Tensor, reference_out: torch.Tensor, path: Path) -> None:
+    """The converted program takes and returns what the PyTorch model does (names, shapes, float dtypes)."""
+    problems = []
+    if structure["model_type"] != "mlProgram":
+        problems.append(f"model type {structure['model_type']}, not an mlProgram")
+    ins, outs = structure["inputs"], structure["outputs"]
+    if [i["name"] for i in ins] != [INPUT_NAME] or ins[0]["shape"] != list(example.shape):
+        problems.append(f"inputs {ins}, expected one {INPUT_NAME!r} of shape {list(example.shape)}")
+    if len(outs) != 1 or outs[0]["shape"] not in ([], list(reference_out.shape)):
+        problems.append(f"outputs {outs}, expected one of shape {list(reference_out.shape)}")
+    for f in ins + outs:
+        if f["dtype"] not in ("FLOAT32", "FLOAT16"):
+            problems.append(f"{f['name']} has dtype {f['dtype']}")
+    if not structure["operations"]:
+        problems.append("the program has no operations")
+    if problems:
+        raise GanzipError(f"the Core ML package does not match the model: {problems[0]}; nothing was written")
 
 
 def export(source, out: str | os.PathLike | None = None, format: str = "onnx", *, arch: str | None = None,
            arch_opts=None, trust_pickle: bool = False, size: int = 256, dynamic: bool = False,
            tolerance: float = TOLERANCE, seeds=SEEDS, opset: int = OPSET, latency: bool = True,
-           repeats: int = 10, overwrite: bool = False) -> ExportResult:
+           repeats: int = 10, int8: bool = False, calibration: str | None = None,
+           calibration_images: int | None = None, min_psnr: float | None = None, teacher=None,
+           teacher_arch: str | None = None, threads: int | None = None, precision: str = "fp16",
+           nhwc: bool = True, overwrite: bool = False) -> ExportResult:
     """Load a student (or anything `ganzip.load_generator` accepts) and export it verified.
 
-    `out` defaults to the source's name with `.onnx` or `.torchscript.pt`. An
-    existing `out` is replaced only with `overwrite`, and only when ganzip
-    wrote it (see `ganzip.rundir`). See `export_model` for the other
-    arguments and the checks made.
+    `out` defaults to the source's name with the format's suffix
+    (`default_output`). `teacher` is a generator file (with `teacher_arch`
+    for bare weights) or module whose images the INT8 report also compares
+    against. An existing `out` (and its JSON report) is replaced only with
+    `overwrite`, and only when ganzip wrote it (see `ganzip.rundir`). See
+    `export_model` for the other arguments and the checks made.
     """
-    from .loading import load_generator
+    from .loading import load_generator, parse_arch_opts
 
-    if format not in FORMATS:
-        raise GanzipError(f"unknown export format {format!r}: use onnx or torchscript")
+    _preflight(format, int8, calibration, dynamic)
     if isinstance(tolerance, (int, float)) and not (math.isfinite(tolerance) and tolerance > 0):
         raise GanzipError(f"--tolerance must be a positive number such as 1e-4, got {tolerance}")
     if isinstance(source, nn.Module) and out is None:
         raise GanzipError("give an output path when exporting a module")
-    target = Path(out) if out is not None else default_output(source, format)
+    target = Path(out) if out is not None else default_output(source, format, int8)
     rundir.check_path(target)
     if not isinstance(source, nn.Module) and target.resolve() == Path(source).resolve():
         raise GanzipError(f"--out {target} is the input file itself: choose another output path")
+    owned_names = [target.name, sidecar_path(target).name]
     if not target.is_dir():
-        rundir.check_replaceable(target.parent, [target.name], overwrite=overwrite, what="export")
+        rundir.check_replaceable(target.parent, owned_names, overwrite=overwrite, what="export")
     if isinstance(source, nn.Module):
         model = source
     elif _is_student_file(source):
         from .student import load_student
 
         # load_student itself, so that --arch confirms a student cut from package.module:callable
-        from .loading import parse_arch_opts
-
         model = load_student(source, device="cpu", arch=arch, arch_opts=parse_arch_opts(arch_opts))
     else:
         model = load_generator(source, arch=arch, arch_opts=arch_opts, trust_pickle=trust_pickle, device="cpu")
+    if teacher is not None and not isinstance(teacher, nn.Module):
+        teacher = load_generator(teacher, arch=teacher_arch, trust_pickle=trust_pickle, device="cpu")
     result = export_model(model, target, format=format, size=size, dynamic=dynamic, tolerance=tolerance, seeds=seeds,
-                          opset=opset, latency=latency, repeats=repeats)
-    rundir.record(target.parent, [target.name])
+                          opset=opset, latency=latency, repeats=repeats, int8=int8, calibration=calibration,
+                          calibration_images=calibration_images, min_psnr=min_psnr, teacher=teacher, threads=threads,
+                          precision=precision, nhwc=nhwc)
+    rundir.record(target.parent, [n for n in owned_names if (target.parent / n).exists()])
     return result

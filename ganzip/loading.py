@@ -7,6 +7,7 @@ architecture, a TorchScript archive, a ganzip student, or (only with
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -143,7 +144,9 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> Any:
         return read_safetensors(path)[0]
     if _is_torchscript(path):
         try:
-            return torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; ganzip export --format pt2 replaces it
+                return torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise GanzipError(f"{path} looks like a TorchScript archive but could not be loaded: {exc}") from exc
     try:

@@ -18,8 +18,13 @@ from .common import device_option, echo_json, model_options
 @click.option("--in-channels", type=int, default=None, metavar="N",
               help="Image channels the model takes (default: guessed from its first convolution).")
 @device_option
+@click.option("--backend", type=click.Choice(["onnx", "onnx-int8", "pt2", "executorch", "executorch-int8", "tflite",
+                                             "tflite-int8"]), default=None,
+              help="Time an exported file in its runtime instead: MODEL is the file, or a student with the export beside it.")
+@click.option("--threads", type=int, default=1, show_default=True, help="Runtime threads with --backend.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: {\"teacher\": {...}, \"student\": {...}}.")
-def profile_cmd(model, arch, arch_opts, trust_pickle, width, round_to, size, repeats, no_latency, in_channels, device, as_json):
+def profile_cmd(model, arch, arch_opts, trust_pickle, width, round_to, size, repeats, no_latency, in_channels, device,
+                backend, threads, as_json):
     """Count MACs and parameters and time a generator (and its student).
 
     MACs follow the paper's convention (torchprofile). Latency is the median of
@@ -31,6 +36,16 @@ def profile_cmd(model, arch, arch_opts, trust_pickle, width, round_to, size, rep
       ganzip profile --arch mobile_resnet_9blocks --width 0.25 --json
       ganzip profile latest_net_G.pth --arch resnet_9blocks --width 0.25
     """
+    if backend:
+        from ..backends import profile_backend
+
+        info = profile_backend(model, backend, size=size, threads=threads, repeats=repeats)
+        if as_json:
+            echo_json(info)
+        else:
+            click.echo(f"{info['backend']}: {info['latency_ms']:.2f} ms median of {repeats} after warm-up, "
+                       f"{info['threads']} thread(s), 1x3x{size}x{size}, {info['runtime']} ({info['path']})")
+        return
     from ..profiling import profile
 
     result = profile(model, arch=arch, arch_opts=arch_opts, trust_pickle=trust_pickle, width=width,
