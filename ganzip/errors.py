@@ -19,6 +19,20 @@ _FLAG = re.compile(r"--([a-z][a-z0-9-]*)(?:[ =](?![-(])([^\s,;)]+?))?(?=[\s,;)]|
 _ARCH_OPTS = re.compile(r"--arch-opt ([A-Za-z_]\w*)=(\S+?)(?=[\s,;)]|$)((?: --arch-opt [A-Za-z_]\w*=\S+?(?=[\s,;)]|$))*)")
 
 
+_PROSE = {"must", "is", "are", "was", "to", "and", "or", "with", "for", "instead", "only", "needs", "need", "takes",
+          "as", "a", "an", "the", "of", "in", "on", "at", "that", "which", "when", "if", "not", "again", "first",
+          "then", "than", "from", "by", "be", "has", "have", "so", "it", "its", "this", "these", "also", "too"}
+
+
+def _bare(name: str) -> str:
+    """A flag named without a value, as its keyword: --trust-code -> trust_code=True, --size -> size."""
+    if name in _BOOL_FLAGS:
+        return f"{name.replace('-', '_')}=True"
+    if name.startswith("no-"):
+        return f"{name[3:].replace('-', '_')}=False"
+    return name.replace("-", "_")
+
+
 def _py_value(text: str) -> str:
     try:
         float(text)
@@ -35,6 +49,8 @@ def python_wording(message: str) -> str:
 
     def flag(m: re.Match) -> str:
         name, value = m.group(1), m.group(2)
+        if value and value.lower() in _PROSE:  # "--seeds must be ...": a sentence goes on, not a value
+            return _bare(name) + m.group(0)[len("--" + name):]
         if name == "set" and value:
             return f"overrides=[{value!r}]"
         if name in _BOOL_FLAGS:
@@ -42,7 +58,7 @@ def python_wording(message: str) -> str:
         if name.startswith("no-"):
             return f"{name[3:].replace('-', '_')}=False" + (f" {value}" if value else "")
         key = name.replace("-", "_")
-        return f"{key}={_py_value(value)}" if value else f"{key}="
+        return f"{key}={_py_value(value)}" if value else _bare(name)
 
     return _FLAG.sub(flag, _ARCH_OPTS.sub(opts, message))
 

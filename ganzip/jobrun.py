@@ -165,7 +165,7 @@ def launch(job_file: Path, nproc: int = 1, threads: int | None = None,
         log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} on {os.uname().nodename}: "
                   f"{' '.join(argv)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(_IGNORE_USR2 + argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen([*_IGNORE_USR2, *argv], stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             returncode = proc.wait()
         except BaseException:
@@ -217,6 +217,9 @@ _IGNORE_USR2 = [sys.executable, "-c", "import os, signal, sys\n"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .errors import CLI_WORDING
+
+    CLI_WORDING.set(True)  # a job's errors read like the batch command's, whatever runs it
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m ganzip.jobrun OUT/_batch/<job>/job.json", file=sys.stderr)

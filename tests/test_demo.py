@@ -177,7 +177,7 @@ def test_seed_tables_match_the_students_own_reports(seeded):
 
 
 def test_seeds_must_be_a_positive_whole_number(tmp_path):
-    with pytest.raises(GanzipError, match="--seeds"):
+    with pytest.raises(GanzipError, match="seeds must be"):
         demo.run_demo(tmp_path / "o", seeds=0)
 
 

@@ -90,7 +90,7 @@ def test_the_leaderboard_gains_one_latency_column_per_backend(run_folder):
     from ganzip.batch import leaderboard_columns, leaderboard_rows
 
     job = SimpleNamespace(name="j", arch="resnet_6blocks", width=0.5, recipe="crd", image_size=SIZE,
-                          model=run_folder / "teacher.pth", arch_opts={"ngf": 8})
+                          model=run_folder / "teacher.pth", arch_opts={"ngf": 8}, group=None, seed=None)
     outcome = SimpleNamespace(job=job, status="finished", folder=run_folder, seconds=1.0, error=None)
     (row,) = leaderboard_rows([outcome], latency=True, repeats=1)
     assert row["onnx_latency_ms"] > 0 and row["onnx-int8_latency_ms"] > 0 and row["backend_threads"] == 1

@@ -39,7 +39,7 @@ def _parses_or_refuses(item: str) -> None:
         cfg = recipes.resolve_recipe("crd", [item])
     except GanzipError as exc:
         if sep and key in KEYS:  # refused for its value: the error names the key or the --set syntax
-            assert key.partition(".")[2] in str(exc) or str(exc).startswith("--set"), (item, str(exc))
+            assert key.partition(".")[2] in str(exc) or str(exc).startswith(("--set", "overrides=")), (item, str(exc))
         return
     assert sep and key in KEYS, f"{item!r} was accepted"
     section, _, sub = key.partition(".")
