@@ -59,7 +59,7 @@ def test_more_gpus_than_any_node_offers_is_refused_naming_the_gpus(first_run):
     root, manifest, _, _ = first_run
     with pytest.raises(GanzipError, match=r"gpus_per_job=1 GPU\(s\), but the largest node offers 0"):
         launchers.run_on_ray(manifest, root / "out", gpus_per_job=1, latency=False)
-    with pytest.raises(GanzipError, match=r"--cpus-per-job 64 CPU\(s\), but the largest node offers 2"):
+    with pytest.raises(GanzipError, match=r"cpus_per_job=64 CPU\(s\), but the largest node offers 2"):
         launchers.run_on_ray(manifest, root / "out", cpus_per_job=64, latency=False)
 
 
