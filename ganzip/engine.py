@@ -837,7 +837,7 @@ class HoldoutEval:
                 x = self.inputs[i:i + self.batch_size].to(self.device)
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                outs.append(model(x).float().cpu())
+                outs.append(model(x.clone()).float().cpu())  # never let a model change the cached inputs
         finally:
             model.train(was)
         return torch.cat(outs)
@@ -1175,11 +1175,12 @@ def _train(teacher, student, discriminator, data, cfg, opts, plan, env, device, 
             # ---- student
             terms: dict[str, torch.Tensor] = {}
             with autocast():
-                s_out = student(x)
+                # a copy each: some generators (RCAN) scale their input in place
+                s_out = student(x.clone())
                 t_out = None
                 if plan.needs_teacher:
                     with torch.no_grad():
-                        t_out = teacher(x)
+                        t_out = teacher(x.clone())
             s32 = s_out.float()
             t32 = t_out.float() if t_out is not None else None
             if not sized_crd:  # a DataBundle built by hand does not say the output side

@@ -311,9 +311,9 @@ def _evaluate(student, teacher=None, data=None, target=None, size: int = 256, ba
         for batch in progress_iter(loader, desc="evaluate", unit="batch", disable=not progress):
             x = batch["A"].to(dev)
             with torch.inference_mode():
-                outs = {"student": fidm.to_uint8(s_model(x))}
+                outs = {"student": fidm.to_uint8(s_model(x.clone()))}  # models may scale inputs in place
                 if t_model is not None:
-                    outs["teacher"] = fidm.to_uint8(t_model(x))
+                    outs["teacher"] = fidm.to_uint8(t_model(x.clone()))
             if "teacher" in outs and outs["teacher"].shape != outs["student"].shape:
                 raise GanzipError(f"teacher and student outputs differ in shape: {tuple(outs['teacher'].shape)} vs "
                                   f"{tuple(outs['student'].shape)}")
