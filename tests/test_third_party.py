@@ -131,7 +131,7 @@ def test_in_channels_names_the_flag_when_the_guess_is_impossible_and_fixes_it(cl
             assert x.shape[1] == 2
             return self.out(self.conv(x.repeat(1, 5, 1, 1)).relu())
 
-    with pytest.raises(GanzipError, match="in_channels="):  # Python wording of --in-channels
+    with pytest.raises(GanzipError, match="with in_channels"):  # Python wording of --in-channels
         check_image_model(Opaque(), 32)
     set_in_channels(model := Opaque(), 2)
     check_image_model(model, 32)
