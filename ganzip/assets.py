@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import AssetMissingError, GanzipError
+from .io import sha256_file
 
 
 class UnverifiedAssetWarning(UserWarning):
@@ -177,22 +178,6 @@ def _is_timm_copy(name: str, path: Path) -> bool:
 
 
 # ---------------------------------------------------------------- hashing
-
-_HASH_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file (memoised per path, size and mtime within this process)."""
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASH_MEMO:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        _HASH_MEMO[key] = digest.hexdigest()
-    return _HASH_MEMO[key]
 
 
 def hash_matches(spec: AssetSpec, digest: str) -> bool:

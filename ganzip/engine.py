@@ -1325,14 +1325,6 @@ def _fingerprint_diff(old: Mapping, new: Mapping) -> str:
 # ====================================================================== compress: the whole run
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _module_sha256(model: nn.Module) -> str:
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -1612,7 +1604,7 @@ def _compress_locked(model, cfg, env, device, *, data, width, arch, arch_opts, t
         path = Path(model)
         teacher = load_generator(str(path), arch=arch, arch_opts=parse_arch_opts(arch_opts or ()),
                                  trust_pickle=trust_pickle, device="cpu")
-        teacher_source, teacher_sha = str(path), _file_sha256(path)
+        teacher_source, teacher_sha = str(path), gio.sha256_file(path)
     teacher = teacher.cpu().eval()
     set_in_channels(teacher, in_channels)
     check_image_model(teacher, cfg.train.size, in_channels)

@@ -17,26 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from . import io as gio
+from .io import sha256_file
 from .errors import GanzipError
 
 LOCK_FILE = ".ganzip.lock"
 LEDGER_FILE = ".ganzip-files.json"
 BOOKKEEPING = (LOCK_FILE, LEDGER_FILE)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- lock

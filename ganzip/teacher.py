@@ -25,7 +25,6 @@ the ground truth, for the trained network and for the same network untrained).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import shutil
@@ -38,6 +37,7 @@ import torch
 import torch.nn as nn
 
 from . import io as gio
+from .io import sha256_file
 from .errors import GanzipError
 
 TEACHER_FILE = "teacher.safetensors"
@@ -133,11 +133,8 @@ def save_generator(model: nn.Module, path: str | Path, metadata: Mapping[str, An
 
 
 def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """SHA-256 of a file (`ganzip.io.sha256_file`)."""
+    return sha256_file(path)
 
 
 # ---------------------------------------------------------------- held-out metrics
