@@ -392,7 +392,7 @@ def backend_table(cost: dict) -> dict:
 
 @contextlib.contextmanager
 def _quiet_fds():
-    """Swallow what native runtimes print straight to fds 1 and 2 (cpuinfo and delegate chatter)."""
+    """Swallow what native code prints straight to fds 1 and 2; yields whether it could."""
     import tempfile
 
     saved = []
@@ -401,14 +401,14 @@ def _quiet_fds():
         for fd in (1, 2):
             saved.append((fd, os.dup(fd)))
             os.dup2(sink.fileno(), fd)
-    except OSError:
+    except OSError:  # no real fds (some embedded interpreters): let the output through
         for fd, dup in saved:
             os.dup2(dup, fd)
             os.close(dup)
-        yield
+        yield False
         return
     try:
-        yield
+        yield True
     finally:
         for fd, dup in saved:
             os.dup2(dup, fd)

@@ -38,7 +38,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -140,28 +139,13 @@ def contract(in_channels: int, size: int, dynamic: bool, layout: str = "NCHW", p
 
 @contextlib.contextmanager
 def _silence_native_output():
-    """Swallow what the exporter prints from C++ straight to fds 1 and 2 (graph dumps on failure)."""
-    saved = []
-    try:
-        sink = tempfile.TemporaryFile()
-        for fd in (1, 2):
-            saved.append((fd, os.dup(fd)))
-            os.dup2(sink.fileno(), fd)
-    except OSError:  # no real fds (some embedded interpreters): let the output through
-        for fd, dup in saved:
-            os.dup2(dup, fd)
-            os.close(dup)
-        yield
-        return
-    try:
-        with warnings.catch_warnings():
+    """Swallow what the exporter prints from C++ straight to fds 1 and 2 (graph dumps on failure), and its warnings."""
+    from .backends import _quiet_fds
+
+    with _quiet_fds() as redirected, warnings.catch_warnings():
+        if redirected:
             warnings.simplefilter("ignore")
-            yield
-    finally:
-        for fd, dup in saved:
-            os.dup2(dup, fd)
-            os.close(dup)
-        sink.close()
+        yield
 
 
 def _first_line(exc: BaseException) -> str:
