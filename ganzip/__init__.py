@@ -5,7 +5,7 @@ Public API (see docs/api.md):
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["__version__", "load_generator", "build_student", "load_student", "save_student", "compress", "evaluate", "GanzipError"]
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io as _stdio
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
+
+import numpy as np
+from PIL import Image
 
 from .errors import GanzipError
 
@@ -125,3 +129,20 @@ def sha256_file(path: str | os.PathLike) -> str:
                 digest.update(chunk)
         _HASH_MEMO[key] = digest.hexdigest()
     return _HASH_MEMO[key]
+
+
+def png_bytes(image, compress_level: int = 6) -> bytes:
+    """A PNG file's bytes for ``image``: a uint8 array, H x W (grey) or H x W x C (C = 1, 3 or 4).
+
+    The one PNG encoder of ganzip: sample grids, evaluation outputs and the
+    built-in datasets all write through it, so a saved image holds exactly the
+    uint8 values the metrics saw.
+    """
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise TypeError(f"png_bytes takes uint8 images, got {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    buf = _stdio.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()

@@ -153,3 +153,15 @@ def format_macs(macs: int) -> str:
 
 def format_params(params: int) -> str:
     return f"{params:,}"
+
+
+def ratio(teacher: float | None, student: float | None) -> float | None:
+    """How many times the teacher's cost is the student's (teacher / student); None when either is unknown or 0."""
+    if not teacher or not student:
+        return None
+    return teacher / student
+
+
+def compare(teacher: dict, student: dict, keys=("macs", "params", "latency_ms")) -> dict[str, float | None]:
+    """The teacher/student ratio of each cost in ``keys`` (see :func:`ratio`): the one comparison of two profiles."""
+    return {k: ratio(teacher.get(k), student.get(k)) for k in keys}
