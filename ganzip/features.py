@@ -21,8 +21,9 @@ rule works on any generator, a user's own class included:
    input side by 1.5x or more (a strided conv, a transposed conv, an
    upsampling), the last module of its run of same-sized siblings (so the
    conv's norm and activation are included), stopping before a block.
-3. Never the generator's own output, never a module called more than once
-   per forward; only 4-D outputs (N, C, H, W).
+3. Never the generator's output nor a map shaped like it (the last conv
+   before the output activation: that is the image, for output-level terms),
+   never a module called more than once per forward; only 4-D outputs.
 
 The candidates are ordered by when their forward ends (depth along the
 computation) and at most ``max_taps`` (8) are kept, spread evenly from the
@@ -232,7 +233,7 @@ def _candidates(model: nn.Module, calls: Mapping[str, _Call]) -> list[tuple[str,
     for name in sorted(set(kept) | set(stages), key=lambda n: single[n].order):
         rec = single[name]
         key = (rec.out_id, rec.out_version)
-        if _spatial_of(rec) is None or key in seen:
+        if _spatial_of(rec) is None or key in seen or rec.shape == out_rec.shape:
             continue
         seen.add(key)
         chosen[name] = "block" if name in block_set else "resolution"
@@ -315,10 +316,11 @@ def _check_tap(name, reason, teacher, student, t_calls, s_calls) -> Tap:
     if name not in t_names and name not in s_names:
         raise GanzipError(f"features.layers: no module {name!r} in the teacher or the student; "
                           f"nearest: {_nearest(name, t_names)}")
-    for model_name, names, calls in (("teacher", set(t_names), t_calls), ("student", s_names, s_calls)):
+    for model_name, names in (("teacher", set(t_names)), ("student", s_names)):
         if name not in names:
             raise GanzipError(f"features.layers: {name!r} is not a module of the {model_name}; "
                               f"layers in both: {_nearest(name, [n for n in t_names if n in s_names])}")
+    for model_name, calls in (("teacher", t_calls), ("student", s_calls)):
         rec = calls.get(name)
         if rec is None:
             raise GanzipError(f"features.layers: {name!r} does not run in the {model_name}'s forward; "
@@ -427,6 +429,3 @@ class FeatureTaps:
 
     def describe(self) -> list[dict]:
         return describe_taps(self.taps)
-
-    def __deepcopy__(self, memo):  # a module copied while hooked must not drag the taps along
-        return self
