@@ -4,13 +4,13 @@ Both take ``features``, a mapping ``layer -> (student_map, teacher_map)`` of
 4-D tensors (``ganzip.features.FeatureTaps.pairs``); the maps are cast to
 float32 here, so AMP and ``channels_last`` inputs are fine.
 
-* :class:`GCFeatureLoss`: GAN Compression (Li et al., CVPR 2020, eq. 3),
+* :class:`GCFeatureLoss`: GAN Compression (Li et al., CVPR 2020),
   ``sum_t mean((f_t(S_t) - T_t)^2)`` with a learned 1x1 convolution ``f_t``
   per layer from the student's channels to the teacher's. The paper writes a
   plain L2 norm; its released code takes the mean squared error per layer
   (``F.mse_loss``) and sums over layers, which is what we do.
 * :class:`KernelAlignmentLoss`: CAT (Jin et al., "Teachers Do More Than
-  Teach", CVPR 2021, eq. 4), ``sum_t (1 - KA(S_t, T_t))`` with
+  Teach", CVPR 2021), ``sum_t (1 - KA(S_t, T_t))`` with
   ``KA(X, Y) = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)``; no learned map,
   so the widths may differ. CAT minimises ``-KA``; ``1 - KA`` has the same
   gradient and stays in [0, 1]. The paper calls the rows of X "samples"; its
