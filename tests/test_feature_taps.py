@@ -132,8 +132,15 @@ def test_a_module_run_twice_per_forward_is_ambiguous():
         resolve_taps(Twice(), Twice(), ["stem"], EXAMPLE)
 
 
+class Noise(nn.Module):
+    """Draws from the global RNG in every forward, eval mode included (like StyleGAN's noise inputs)."""
+
+    def forward(self, x):
+        return x + 0.0 * torch.randn_like(x)
+
+
 def test_choosing_taps_leaves_rng_batchnorm_statistics_and_training_flags_as_they_were():
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.ReLU())
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.Dropout(0.5), Noise(), nn.ReLU())
     net.train()
     x = torch.randn(1, 3, 16, 16)
     before_rng = torch.get_rng_state()
