@@ -12,7 +12,6 @@ Every input is loaded and checked before anything in OUT is removed.
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -32,7 +31,7 @@ from ..metrics.cost import infer_in_channels, set_in_channels
 from ..student import build_student, check_batch_size
 from .loop import TrainResult, train
 from .options import RunOptions
-from .outdir import CHECKPOINT_DIR, OWNED_FILES, TRAIN_LOG, check_inputs_outside, clear_out, plan_out, write_run_marker
+from .outdir import OWNED_FILES, TRAIN_LOG, check_inputs_outside, clear_out, finish_run, plan_out, write_run_marker
 from .outputs import write_outputs
 from .plan import check_size, plan_losses
 from .setup import (build_discriminator, check_discriminator_size, module_sha256, open_training_data, output_geometry,
@@ -239,8 +238,7 @@ def _finish(out, cfg, env, teacher, result: TrainResult, bundle, plan, warnings_
     if env.is_main and finished:
         paths, metrics, report = write_outputs(out, cfg, teacher, result, bundle, plan, warnings_, run_info,
                                                fingerprint, device, offline, evaluate, data, target, quiet)
-        write_run_marker(out, "finished", {**run_info, "steps": result.steps})
-        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the run is complete: outputs replace it
+        finish_run(out, {**run_info, "steps": result.steps})
         rundir.record(out, [n for n in OWNED_FILES + ("images",) if (out / n).exists()])
     elif env.is_main:
         paths["log"] = out / TRAIN_LOG

@@ -123,7 +123,14 @@ def clear_out(out: Path) -> None:
 
 
 def write_run_marker(out: Path, status: str, info: Mapping) -> None:
+    """Record in OUT that a run is ``running`` or ``finished`` (``info``: recipe, seed, ...)."""
     gio.atomic_write_json(out / RUN_MARKER, {"kind": "ganzip-compress", "status": status, **info})
+
+
+def finish_run(out: Path, info: Mapping) -> None:
+    """The end of a run whose outputs are written: mark it finished, then drop its checkpoint (the outputs replace it)."""
+    write_run_marker(out, "finished", info)
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
 
 
 def fingerprint_diff(old: Mapping, new: Mapping) -> str:
