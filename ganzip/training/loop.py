@@ -119,7 +119,7 @@ class _Run:
         t = cfg.train
         self.channels_last = flag(t.channels_last, device)
         self.mem = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.losses = TermModules(cfg, plan, opts.offline, out_side=data.out_side).to(device)
+        self.losses = TermModules(cfg, plan, opts.offline, out_side=data.out_side, device=device).to(device)
         self._place_models(teacher, student, discriminator)
         self.order = BatchOrder(len(data.train), t.batch_size, t.seed, env)
         self.total = cfg.total_steps(self.order.steps_per_epoch)

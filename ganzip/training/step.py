@@ -57,9 +57,10 @@ class TermModules(nn.Module):
     own trainable parameters list them in :meth:`trainable`.
     """
 
-    def __init__(self, cfg: RecipeConfig, plan: LossPlan, offline: bool, out_side: int | None = None):
+    def __init__(self, cfg: RecipeConfig, plan: LossPlan, offline: bool, out_side: int | None = None,
+                 device: torch.device | None = None):
         super().__init__()
-        ctx = TermContext(cfg=cfg, plan=plan, out_side=out_side, offline=offline)
+        ctx = TermContext(cfg=cfg, plan=plan, out_side=out_side, offline=offline, device=device)
         self.order = [spec.name for spec in terms() if spec.name in plan.weights]
         self.sized = out_side is not None  # else: sized from the first outputs
         self.asset_records: list[dict] = []
