@@ -169,9 +169,12 @@ def _run_worker(job: Job, folder: Path, root: Path, nproc: int, env_extra: Mappi
     log = job_file.parent / WORKER_LOG
     start = log.stat().st_size if log.exists() else 0
     outcome = launch(job_file, nproc, env_extra=env_extra)
-    with open(log, "rb") as fh:
-        fh.seek(start)
-        text = fh.read().decode(errors="replace")
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(start)
+            text = fh.read().decode(errors="replace")
+    except FileNotFoundError:
+        text = ""
     write_batch_file(folder / LOG_FILE, text)
     if outcome.get("status") != "finished" and not (folder / ERROR_FILE).exists():
         error = outcome.get("error") or {}  # the worker died before it could record its own error.txt
