@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shlex
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from .files import ERROR_FILE, LOG_FILE, clean_batch_files, job_state, write_bat
 from .leaderboard import LEADERBOARD_FILES, leaderboard_rows, write_leaderboard
 from .manifest import load_manifest
 from .schema import Job, Manifest
-from .worker import WORKER_LOG, attempt, compress_job, launch, state_dir, write_job_file
+from .worker import JOB_FILE, WORKER_LOG, attempt, compress_job, launch, state_dir, worker_argv, write_job_file
 
 LAUNCHERS = ("auto", "inprocess", "subprocess", "torchrun")
 
@@ -304,5 +305,38 @@ def run_batch(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | N
     return BatchResult(manifest=m.path, out=root, jobs=outcomes, leaderboard=paths)
 
 
-__all__ = ["BatchResult", "JobOutcome", "LAUNCHERS", "apply_outcome", "finish_batch", "launch_mode", "parse_gpus",
+def _compress_call(job: Job, folder: Path) -> str:
+    """The library call a job makes, as Python: ``compress('G.pth', data=..., width=0.25, ...)``."""
+    kwargs = {k: v for k, v in job.compress_kwargs(folder).items() if v not in (None, [], {})}
+    return f"compress({str(job.model)!r}, " + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
+
+
+def dry_run_lines(m: Manifest, launcher: str = "auto", *, gpus: str | Sequence[str] | None = None,
+                  nproc_per_node: int = 1, gpus_per_job: int = 0) -> list[str]:
+    """What ``ganzip batch --dry-run`` prints: the jobs, each with the compress call or worker command it runs."""
+    inprocess = False
+    if launcher in ("ray", "slurm"):
+        nproc = max(1, gpus_per_job)
+        what = f"each a {launcher} {'task' if launcher == 'ray' else 'array task'} running:"
+    else:
+        gpu_list = parse_gpus(gpus)
+        mode = launch_mode(launcher, gpu_list, nproc_per_node)
+        workers = plan_workers(gpu_list, nproc_per_node if mode == "torchrun" else 1)
+        nproc, inprocess = (nproc_per_node if mode == "torchrun" else 1), mode == "inprocess"
+        pinned = " pinned to " + " | ".join(w["CUDA_VISIBLE_DEVICES"] for w in workers) if gpu_list else ""
+        what = f"{len(workers)} worker(s){pinned}"
+    lines = [f"{len(m.jobs)} job(s) from {m.path} into {m.out}; {what}"]
+    for job in m.jobs:
+        if inprocess:
+            command = _compress_call(job, m.out / job.name)
+        else:
+            argv = worker_argv(state_dir(m.out, job.name) / JOB_FILE, nproc)
+            command = " ".join(shlex.quote(str(a)) for a in argv)
+        lines.append(f"- {job.name} (line {job.line}): {command}")
+        if job.arch and ":" in job.arch:
+            lines.append(f"  warning: runs code from {job.arch} (allowed by --trust-code)")
+    return lines
+
+
+__all__ = ["BatchResult", "dry_run_lines", "JobOutcome", "LAUNCHERS", "apply_outcome", "finish_batch", "launch_mode", "parse_gpus",
            "plan_jobs", "plan_workers", "run_batch"]

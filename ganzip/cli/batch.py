@@ -1,8 +1,6 @@
 """`ganzip batch`: run a manifest of compress jobs and write a leaderboard."""
 from __future__ import annotations
 
-import shlex
-
 import click
 
 from . import main
@@ -77,10 +75,9 @@ def batch_cmd(manifest, out, gpus, launcher, nproc_per_node, address, gpus_per_j
       ganzip batch experiments.toml --status
       ganzip batch experiments.toml --wait
     """
-    from ..batch import load_manifest, parse_gpus, plan_workers, run_batch
+    from ..batch import load_manifest, run_batch
     from ..batch.cluster import check_flags
-    from ..batch.runner import launch_mode
-    from ..batch.worker import state_dir, worker_argv
+    from ..batch.runner import dry_run_lines
     from ..launchers import job_statuses, run_on_ray, submit_slurm, wait_slurm
 
     check_flags(launcher, gpus, address, gpus_per_job, cpus_per_job, partition, time_limit, array_parallelism,
@@ -91,25 +88,8 @@ def batch_cmd(manifest, out, gpus, launcher, nproc_per_node, address, gpus_per_j
         _print_status(job_statuses(m, out))
         return
     if dry_run and not wait:
-        inprocess = False
-        if launcher in ("ray", "slurm"):
-            nproc, what = max(1, gpus_per_job), f"each a {launcher} {'task' if launcher == 'ray' else 'array task'} running:"
-        else:
-            gpu_list = parse_gpus(gpus)
-            mode = launch_mode(launcher, gpu_list, nproc_per_node)
-            workers = plan_workers(gpu_list, nproc_per_node if mode == "torchrun" else 1)
-            nproc, inprocess = (nproc_per_node if mode == "torchrun" else 1), mode == "inprocess"
-            pinned = " pinned to " + " | ".join(w["CUDA_VISIBLE_DEVICES"] for w in workers) if gpu_list else ""
-            what = f"{len(workers)} worker(s){pinned}"
-        click.echo(f"{len(m.jobs)} job(s) from {m.path} into {m.out}; {what}")
-        for job in m.jobs:
-            if inprocess:
-                command = _compress_call(job, m.out / job.name)
-            else:
-                command = " ".join(shlex.quote(str(a)) for a in worker_argv(state_dir(m.out, job.name) / "job.json", nproc))
-            click.echo(f"- {job.name} (line {job.line}): {command}")
-            if job.arch and ":" in job.arch:
-                click.echo(f"  warning: runs code from {job.arch} (allowed by --trust-code)")
+        for line in dry_run_lines(m, launcher, gpus=gpus, nproc_per_node=nproc_per_node, gpus_per_job=gpus_per_job):
+            click.echo(line)
         return
     if launcher == "ray":
         result = run_on_ray(m, out, address=address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job or 1,
@@ -134,12 +114,6 @@ def batch_cmd(manifest, out, gpus, launcher, nproc_per_node, address, gpus_per_j
                        latency=latency_repeats > 0, latency_repeats=latency_repeats, latency_device=latency_device,
                        quiet=not progress, echo=say, trust_code=trust_code)
     _print_result(result, as_json)
-
-
-def _compress_call(job, folder) -> str:
-    """The library call a job makes, as Python: ``compress('G.pth', data=..., width=0.25, ...)``."""
-    kwargs = {k: v for k, v in job.compress_kwargs(folder).items() if v not in (None, [], {})}
-    return f"compress({str(job.model)!r}, " + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
 
 
 def _print_status(statuses) -> None:
