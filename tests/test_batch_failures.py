@@ -35,18 +35,21 @@ def make(ngf=4):
 '''
 
 
-@pytest.fixture()
-def experiment(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("failures")
     write(tmp_path / "code" / "misleading_gen_xyz.py", MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path / "code"))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "code"), os.environ.get("PYTHONPATH", "")]))
     torch.manual_seed(0)
     torch.save(models.create("resnet_6blocks", ngf=4).state_dict(), tmp_path / "G.pth")
     jobs = "".join(f'[[job]]\nname = "{name}"\narch_opts = {{ngf = {ngf}}}\n' for name, ngf in (("raises", 4),
                                                                                                ("dies", 5)))
     manifest = write(tmp_path / "m.toml", '[defaults]\nmodel = "G.pth"\narch = "misleading_gen_xyz:make"\n'
                                           f'data = "builtin:day2night"\nsize = 32\nsteps = 1\nset = {FAST}\n' + jobs)
-    return tmp_path, manifest
+    with pytest.MonkeyPatch.context() as mp:  # the module is importable here and in the workers
+        mp.syspath_prepend(str(tmp_path / "code"))
+        mp.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "code"), os.environ.get("PYTHONPATH", "")]))
+        result = batch.run_batch(manifest, tmp_path / "out", launcher="subprocess", latency=False, trust_code=True)
+        yield tmp_path, manifest, result
 
 
 def _in_process_error(tmp_path: Path) -> BaseException:
@@ -58,9 +61,8 @@ def _in_process_error(tmp_path: Path) -> BaseException:
 
 
 def test_a_workers_failure_is_its_exception_as_data_whatever_its_stderr_says(experiment):
-    tmp_path, manifest = experiment
+    tmp_path, _, result = experiment
     expected = _in_process_error(tmp_path)
-    result = batch.run_batch(manifest, tmp_path / "out", launcher="subprocess", latency=False, trust_code=True)
     raises, dies = result.jobs
     assert (raises.status, dies.status) == ("failed", "failed")
 
@@ -77,8 +79,7 @@ def test_a_workers_failure_is_its_exception_as_data_whatever_its_stderr_says(exp
 
 
 def test_a_worker_that_dies_without_a_record_is_a_failure_pointing_at_its_log(experiment):
-    tmp_path, manifest = experiment
-    result = batch.run_batch(manifest, tmp_path / "out", launcher="subprocess", latency=False, trust_code=True)
+    tmp_path, _, result = experiment
     dies = result.jobs[1]
     outcome = json.loads((tmp_path / "out" / "_batch" / "dies" / "outcome.json").read_text())
     assert outcome["error"]["type"] == "WorkerExit" and "exited with code 3" in outcome["error"]["message"]
@@ -88,10 +89,10 @@ def test_a_worker_that_dies_without_a_record_is_a_failure_pointing_at_its_log(ex
 
 
 def test_in_process_and_worker_failures_are_the_same_record(experiment):
-    root, manifest = experiment
+    root, manifest, first = experiment
     only_raises = write(root / "one.toml", manifest.read_text().split('[[job]]\nname = "dies"')[0])
     here = batch.run_batch(only_raises, root / "here", latency=False, trust_code=True)
-    there = batch.run_batch(only_raises, root / "there", launcher="subprocess", latency=False, trust_code=True)
-    assert here.jobs[0].status == there.jobs[0].status == "failed"
-    assert here.jobs[0].error == there.jobs[0].error and "the real reason" in here.jobs[0].error
+    there = first.jobs[0]  # the same job, run by a worker process
+    assert here.jobs[0].status == there.status == "failed"
+    assert here.jobs[0].error == there.error and "the real reason" in here.jobs[0].error
     assert "Traceback" in (root / "here" / "raises" / "error.txt").read_text()
