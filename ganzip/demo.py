@@ -41,6 +41,7 @@ from . import io as gio
 from .demo_seeds import SEED_METRICS, add_seed_tables, metric_mean as _mean, paired_differences
 from .errors import AssetMissingError, GanzipError
 from .evaluation import evaluate
+from .imaging import labelled_grid
 from .loading import load_generator
 from .metrics.cost import format_macs
 from .recipes import resolve_recipe
@@ -323,7 +324,9 @@ def _run_demo(out: Path, compare, steps, batch_size, device, specs, overrides, e
                              common, steps, batch_size, compare, device, command)
     if seeds > 1:
         add_seed_tables(report, runs, labels, seeds)
-    images = _write_samples(out, labels, {r.label: r.out for r in first_seed})
+    first = evals[(labels[0], 0)]
+    caption = f"{first.metrics.get('split')} split of {source} (not seen in training)"
+    images = _write_samples(out, labels, {r.label: r.out for r in first_seed}, caption)
     report["samples"] = "samples.png"
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu0
     report["timing"] = {"wall_seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
@@ -445,7 +448,8 @@ def _compose_report(prov, runs, evals, unavailable, common, steps, batch_size, c
                         "opts": prov["arch"].get("opts", {}), "sha256": prov.get("sha256"),
                         "trained_by": prov.get("command")},
             "student": {"arch": prov["arch"]["arch"], "width": 0.25, "recipe": main.recipe, "label": main.label,
-                        "file": str(main.student_path) if main.student_path else None},
+                        "file": str(main.student_path) if main.student_path else None,
+                        "channels": ((first.report.get("models") or {}).get("student") or {}).get("channels")},
         },
         "cost": {"size": prov["size"], "device": first.cost.get("device"), "teacher": t_cost,
                  "student": main.cost.get("student", {})},
@@ -483,8 +487,10 @@ def _fmt_cell(header: str, v) -> str:
     return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
-def _write_samples(out: Path, labels: Sequence[str], folders: dict[str, Path] | None = None) -> list[dict]:
-    """OUT/samples.png (input | ground truth | teacher | each student) and the grid rows for the report."""
+def _write_samples(out: Path, labels: Sequence[str], folders: dict[str, Path] | None = None,
+                   caption: str = "") -> list[dict]:
+    """OUT/samples.png (input | ground truth | teacher | each student, labelled, under `caption`) and the grid
+    rows for the report, in the same column order."""
     folders = folders or {label: out / label for label in labels}
     base = folders[labels[0]] / "images"
     rows: list[dict] = []
@@ -503,8 +509,8 @@ def _write_samples(out: Path, labels: Sequence[str], folders: dict[str, Path] | 
         rows.append(row)
         tiles.append(arrays)
         i += 1
-    if tiles and len({len(t) for t in tiles}) == 1:
-        grid = np.concatenate([np.concatenate(t, axis=1) for t in tiles], axis=0)
+    if tiles and len({len(t) for t in tiles}) == 1 and len(tiles[0]) == 3 + len(labels):
+        grid = labelled_grid(["input", "ground truth", "teacher", *labels], tiles, caption)
         gio.atomic_write_bytes(out / "samples.png", gio.png_bytes(grid))
     return rows
 

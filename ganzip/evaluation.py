@@ -20,7 +20,7 @@ form users and the API call) builds one.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -46,6 +46,7 @@ from .metrics.cost import compare, infer_in_channels, profile_model
 from .metrics.kid import kernel_inception_distance
 from .metrics.lpips import load_lpips
 from .progress import progress_iter
+from .sizing import resolve_size, training_size
 
 
 @dataclass
@@ -56,7 +57,7 @@ class EvalRequest:
     teacher: Any = None
     data: Any = None
     target: Any = None
-    size: int = 256
+    size: int | None = None
     batch_size: int = 8
     device: Any = "auto"
     out: Any = None
@@ -121,7 +122,18 @@ def _describe_model(source: Any, model: torch.nn.Module, arch: str | None) -> di
     student_info = getattr(model, "ganzip_student", None)
     if student_info:
         info["student"] = student_info
+    first = first_layer_channels(model)
+    if first is not None:
+        info["channels"] = {"first_layer": first}
     return info
+
+
+def first_layer_channels(model: torch.nn.Module) -> int | None:
+    """The output channels of the model's first convolution: a student's real width (its spec's ngf is the teacher's)."""
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            return int(m.out_channels)
+    return None
 
 
 def _png_bytes(u8_chw: torch.Tensor) -> bytes:
@@ -151,7 +163,7 @@ def _fid_entry(feats: list[np.ndarray], ref: _Reference | None, kid: bool, who: 
 
 # ---------------------------------------------------------------- evaluate
 
-def evaluate(student, teacher=None, data=None, target=None, size: int = 256, batch_size: int = 8,
+def evaluate(student, teacher=None, data=None, target=None, size: int | None = None, batch_size: int = 8,
              device: str = "auto", out=None, inception_weights=None, alexnet_weights=None, real_stats=None,
              offline: bool = False, progress: bool = True, max_images: int | None = None,
              extra: Mapping[str, Any] | None = None, *, arch: str | None = None, arch_opts=None,
@@ -182,6 +194,9 @@ def evaluate(student, teacher=None, data=None, target=None, size: int = 256, bat
             unavailable (with the reason in `warnings`) instead of raising.
         fid, kid, lpips: compute these metrics (a skipped one is recorded in
             the report's warnings).
+        size: the image side the models run at; None (the default) takes the
+            student's training size from its metadata (else 256), and a size
+            that differs from it is kept with a warning (``ganzip.sizing``).
         fid_dims: Inception feature size; 2048 is the protocol, smaller sizes
             are for quick smoke runs only.
         out: folder for report.json/.md/.html and the sample PNGs.
@@ -223,6 +238,7 @@ class _Setup:
     extractor: Any = None
     lpips: Any = None
     reference: _Reference | None = None
+    not_measured: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -245,6 +261,10 @@ def _evaluate(req: EvalRequest) -> EvalResult:
         raise GanzipError(f"batch size must be at least 1, got {req.batch_size}")
     dev = resolve_device(req.device)
     notes: list[str] = []
+    size, size_warning = resolve_size(req.student, req.size)
+    req = replace(req, size=size)
+    if size_warning:
+        notes.append(size_warning)
     asset_records: list[dict] = []
     with fidm.collect_warnings(notes):
         s_model, t_model = _load_models(req, dev)
@@ -313,6 +333,7 @@ def _load_metric_nets(req: EvalRequest, setup: _Setup, notes: list[str], asset_r
     dev = setup.device
     if not req.fid:
         notes.append("FID and KID skipped (--no-fid)")
+        setup.not_measured.update(fid="skipped (--no-fid)", kid="skipped (--no-fid)")
     else:
         try:
             setup.extractor = fidm.load_inception(req.inception_weights, dims=req.fid_dims, device=dev,
@@ -320,17 +341,23 @@ def _load_metric_nets(req: EvalRequest, setup: _Setup, notes: list[str], asset_r
             asset_records.append(setup.extractor.weights)
         except AssetMissingError as exc:
             asset_records.append(_unavailable("inception_fid", exc, req.allow_missing, notes, "FID and KID"))
+            setup.not_measured.update(fid=f"unavailable: {asset_records[-1]['unavailable']}",
+                                      kid=f"unavailable: {asset_records[-1]['unavailable']}")
+    if req.fid and not req.kid:
+        setup.not_measured["kid"] = "skipped (--no-kid)"
     if setup.extractor is not None and req.fid_dims != 2048:
         fidm._warn(f"FID uses {req.fid_dims}-d Inception features, not the protocol's 2048: "
                    "values are not comparable to published FIDs")
     if not req.lpips:
         notes.append("LPIPS skipped (--no-lpips)")
+        setup.not_measured["lpips"] = "skipped (--no-lpips)"
     if req.lpips and (setup.teacher is not None or setup.paired):
         try:
             setup.lpips = load_lpips("alex", req.alexnet_weights, device=dev, offline=req.offline)
             asset_records.append(setup.lpips.backbone)
         except AssetMissingError as exc:
             asset_records.append(_unavailable("alexnet", exc, req.allow_missing, notes, "LPIPS"))
+            setup.not_measured["lpips"] = f"unavailable: {asset_records[-1]['unavailable']}"
     if setup.extractor is not None:
         setup.reference = _reference_stats(setup.extractor, req.data, setup.split, setup.out_side, req.direction,
                                            req.target, req.real_stats, req.batch_size, req.progress, notes)
@@ -400,6 +427,8 @@ def _metrics(req: EvalRequest, setup: _Setup, acc: _Outputs) -> dict:
         who, other = key.split(":")
         for metric, vals in values.items():
             metrics[who][f"{metric}_to_{other}"] = fidelity.summarize(torch.cat(vals))
+    if setup.not_measured:
+        metrics["not_measured"] = dict(setup.not_measured)
     return metrics
 
 
@@ -431,6 +460,9 @@ def _models(req: EvalRequest, setup: _Setup) -> dict:
     models = {"student": _describe_model(req.student, setup.student, None)}
     if setup.teacher is not None:
         models["teacher"] = _describe_model(req.teacher, setup.teacher, req.arch)
+        given = ((req.extra or {}).get("training") or {}).get("teacher")
+        if not isinstance(req.teacher, (str, os.PathLike)) and isinstance(given, str):
+            models["teacher"]["source"] = given  # compress hands over the loaded module; its file is recorded here
     return models
 
 
@@ -439,6 +471,9 @@ def _data_info(req: EvalRequest, setup: _Setup, count: int) -> dict:
             "images": count, "size": req.size, "direction": req.direction,
             "output_size": setup.out_side, "scale": setup.scale, "in_channels": setup.in_ch,
             "out_channels": setup.out_ch}
+    trained = training_size(req.student)
+    if trained is not None:
+        info["training_size"] = trained
     if getattr(setup.dataset, "root_b", None) is not None and req.target is not None and setup.scale > 1:
         info["ground_truth"] = f"{req.target} (paired by file name)"
     return info
@@ -467,4 +502,4 @@ def _write_grid(out_dir: Path, grid: list[dict[str, torch.Tensor]]) -> list[dict
     return rows
 
 
-__all__ = ["evaluate", "run", "EvalRequest", "EvalResult"]
+__all__ = ["evaluate", "run", "EvalRequest", "EvalResult", "first_layer_channels"]

@@ -21,6 +21,7 @@ import datetime as _dt
 import math
 import os
 import platform
+import shlex
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -29,8 +30,10 @@ from typing import Any, Iterable, Mapping, Sequence
 from .devices import resolve_device
 from .io import atomic_write_json, atomic_write_text
 from .report_html import render_html, svg_curve
-from .report_tables import (TABLE1_HEADER, _asset_rows, _flatten, _image_columns, _md_image, _num, extra_tables,
-                            metric_rows, table1_rows)
+from .report_tables import (_LOG_NOT_LOSSES, COLUMN_LABELS, cost_note, LOSS_HEADER, TABLE1_HEADER, _asset_rows, _flatten,
+                            _image_columns, _md_image, _num, extra_tables, headline, holdout_header, holdout_rows,
+                            loss_rows, metric_header, metric_rows, model_items, one_line, samples_title,
+                            table1_rows, training_items)
 
 SCHEMA_VERSION = 1
 
@@ -84,6 +87,7 @@ def compose(kind: str | None, sections: Mapping[str, Any], *, command: str | Non
     if kind is not None:
         report["kind"] = kind
     report["created"] = now_iso()
+    command = command or command_line()
     if command:
         report["command"] = command
     report.update(sections)
@@ -100,7 +104,44 @@ def compose(kind: str | None, sections: Mapping[str, Any], *, command: str | Non
             report["assets"] = own + [a for a in value if a not in own]
         else:
             report[key] = value
+    log = (report.get("paths") or {}).get("train_log")
+    if log and "loss_values" not in report:
+        values = loss_values(log)
+        if values:
+            report["loss_values"] = values
+    report["headline"] = headline(report)
     return report
+
+
+def command_line(argv: Sequence[str] | None = None) -> str | None:
+    """The ``ganzip ...`` command this process runs, from ``sys.argv``; None when ganzip is used as a library."""
+    argv = list(sys.argv if argv is None else argv)
+    if not argv:
+        return None
+    prog = Path(argv[0]).name
+    if prog in ("ganzip", "ganzip.exe") or Path(argv[0]).as_posix().endswith("ganzip/__main__.py"):
+        return shlex.join(["ganzip", *argv[1:]])
+    return None
+
+
+def loss_values(path: str | os.PathLike) -> dict[str, dict[str, float]]:
+    """{term: {final, mean, steps}} of every loss column in a train_log.csv (not step, epoch, lr, held-out metrics)."""
+    sums: dict[str, list[float]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            terms = [f for f in reader.fieldnames or [] if f not in _LOG_NOT_LOSSES and not f.startswith("holdout_")]
+            for row in reader:
+                for t in terms:
+                    try:
+                        v = float(row[t])
+                    except (TypeError, ValueError):
+                        continue
+                    if math.isfinite(v):
+                        sums.setdefault(t, []).append(v)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+    return {t: {"final": vals[-1], "mean": math.fsum(vals) / len(vals), "steps": len(vals)} for t, vals in sums.items()}
 
 
 # ---------------------------------------------------------------- training logs
@@ -149,6 +190,8 @@ def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 def render_markdown(report: Mapping, images: Sequence[Mapping[str, Any]] | None = None) -> str:
     """report.md: the same sections as the HTML page, in Markdown."""
     parts = [f"# ganzip {report.get('kind', 'report')}"]
+    if report.get("headline"):
+        parts.append(f"**{report['headline']}**")
     if report.get("command"):
         parts.append(f"`{report['command']}`")
     meta = [(k, _num(report[k]) if not isinstance(report[k], str) else report[k])
@@ -157,42 +200,39 @@ def render_markdown(report: Mapping, images: Sequence[Mapping[str, Any]] | None 
         parts.append("  \n".join(f"**{k}**: {v}" for k, v in meta))
     warnings_ = report.get("warnings") or []
     if warnings_:
-        parts.append("## Warnings\n\n" + "\n".join(f"- {w}" for w in warnings_))
+        parts.append("## Warnings\n\n" + "\n".join(f"- {one_line(w)}" for w in warnings_))
     rows = table1_rows(report)
     if rows:
-        cost = report.get("cost") or {}
-        note = f"MACs and latency at {cost.get('size', '?')}×{cost.get('size', '?')}, latency on {cost.get('device', '?')}."
-        parts.append("## Cost and quality\n\n" + _md_table(TABLE1_HEADER, rows) + "\n\n" + note)
+        parts.append("## Cost and quality\n\n" + _md_table(TABLE1_HEADER, rows) + "\n\n" + cost_note(report))
     mrows = metric_rows(report)
     if mrows:
-        parts.append("## Metrics\n\n" + _md_table(["Metric", "Teacher", "Student"], mrows))
+        parts.append("## Metrics\n\n" + _md_table(metric_header(report), mrows))
     for table in extra_tables(report):
         parts.append(f"## {table['title']}\n\n" + _md_table(table["header"], table["rows"])
                      + (f"\n\n{table['note']}" if table["note"] else ""))
-    data = report.get("data")
-    if data:
-        parts.append("## Data\n\n" + _md_table(["", ""], _flatten(data)))
+    if report.get("data"):
+        parts.append("## Data\n\n" + _md_table(["", ""], _flatten(report["data"])))
     if images:
         cols = _image_columns(images)
         body = [[_md_image(row.get(c), c) for c in cols] for row in images]
-        parts.append("## Samples\n\n" + _md_table(cols, body))
-    training = report.get("training")
-    if training:
-        parts.append("## Training\n\n" + _md_table(["", ""], _flatten(training)))
-    if report.get("losses_active"):
-        la = report["losses_active"]
-        parts.append("## Losses\n\n" + (_md_table(["", ""], _flatten(la)) if isinstance(la, Mapping)
-                                          else "\n".join(f"- {x}" for x in la)))
+        parts.append(f"## {samples_title(report)}\n\n" + _md_table([COLUMN_LABELS.get(c, c) for c in cols], body))
+    if holdout_rows(report):
+        parts.append("## Held-out training images\n\n" + _md_table(holdout_header(report), holdout_rows(report)))
+    if report.get("training"):
+        parts.append("## Training\n\n" + _md_table(["", ""], training_items(report)))
+    if loss_rows(report):
+        parts.append("## Losses\n\n" + _md_table(LOSS_HEADER, loss_rows(report)))
     if report.get("recipe"):
         parts.append("## Recipe\n\n" + _md_table(["setting", "value"], _flatten(report["recipe"])))
     if report.get("models"):
-        parts.append("## Models\n\n" + _md_table(["", ""], _flatten(report["models"])))
+        parts.append("## Models\n\n" + _md_table(["", ""], model_items(report)))
     if report.get("assets"):
         parts.append("## Pretrained files\n\n" + _md_table(["asset", "file", "SHA-256", "verified"],
                                                            _asset_rows(report["assets"])))
     if report.get("versions"):
         parts.append("## Environment\n\n" + _md_table(["", ""], _flatten(report["versions"])))
     return "\n\n".join(parts) + "\n"
+
 
 
 # ---------------------------------------------------------------- writing
@@ -248,5 +288,5 @@ def write_reports(out_dir: str | os.PathLike, report: Mapping, images: Sequence[
     return paths
 
 
-__all__ = ["SCHEMA_VERSION", "compose", "environment_info", "read_train_log", "write_reports", "render_markdown",
+__all__ = ["SCHEMA_VERSION", "compose", "command_line", "loss_values", "headline", "one_line", "environment_info", "read_train_log", "write_reports", "render_markdown",
            "render_html", "svg_curve", "table1_rows", "metric_rows", "now_iso"]

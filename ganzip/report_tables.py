@@ -15,7 +15,7 @@ import numpy as np
 from .io import png_bytes
 
 
-def _num(x: Any, digits: int = 3) -> str:
+def _num(x: Any, digits: int = 2) -> str:
     if x is None:
         return "—"
     if isinstance(x, bool):
@@ -25,7 +25,7 @@ def _num(x: Any, digits: int = 3) -> str:
     if isinstance(x, float):
         if not math.isfinite(x):
             return str(x)
-        if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
+        if x != 0 and (abs(x) >= 1e5 or abs(x) < 10 ** -digits):
             return f"{x:.{digits}e}"
         return f"{x:.{digits}f}"
     return str(x)
@@ -81,40 +81,138 @@ def table1_rows(report: Mapping) -> list[list[str]]:
         delta = m.get("delta_fid") if who == "student" else None
         lp = _metric_value(m, "lpips_to_teacher") if who == "student" else None
         rows.append([name, macs, params, _num(fid, 2), (f"{delta:+.2f}" if isinstance(delta, (int, float)) else "—"),
-                     _num(lp, 4), (f"{lat:.1f} ms" if isinstance(lat, (int, float)) else "—")])
+                     _num(lp, 2), (f"{lat:.1f} ms" if isinstance(lat, (int, float)) else "—")])
     return rows
 
 
-TABLE1_HEADER = ["Method", "MACs", "#Params", "FID", "ΔFID", "LPIPS", "Latency"]
+UP, DOWN = "↑", "↓"
+TABLE1_HEADER = ["Method", f"MACs {DOWN}", f"#Params {DOWN}", f"FID {DOWN}", f"ΔFID {DOWN}", f"LPIPS {DOWN}",
+                 f"Latency {DOWN}"]
 
-_METRIC_LABELS = [
-    ("fid", "FID"), ("kid_mean", "KID (mean)"), ("kid_std", "KID (std)"), ("delta_fid", "ΔFID (student − teacher)"),
-    ("lpips_to_teacher", "LPIPS to teacher"), ("psnr_to_teacher", "PSNR to teacher (dB)"),
-    ("ssim_to_teacher", "SSIM to teacher"), ("lpips_to_target", "LPIPS to ground truth"),
-    ("psnr_to_target", "PSNR to ground truth (dB)"), ("ssim_to_target", "SSIM to ground truth"),
+# (metric key, label, higher is better)
+METRICS = [
+    ("fid", "FID", False), ("kid_mean", "KID (mean)", False), ("kid_std", "KID (std)", False),
+    ("delta_fid", "ΔFID (student − teacher)", False),
+    ("lpips_to_teacher", "LPIPS to teacher", False), ("psnr_to_teacher", "PSNR to teacher (dB)", True),
+    ("ssim_to_teacher", "SSIM to teacher", True), ("lpips_to_target", "LPIPS to ground truth", False),
+    ("psnr_to_target", "PSNR to ground truth (dB)", True), ("ssim_to_target", "SSIM to ground truth", True),
 ]
+_METRIC_LABELS = [(k, label) for k, label, _ in METRICS]
+
+
+def marked(label: str, higher_is_better: bool) -> str:
+    """A metric's label with its direction: ``PSNR ↑`` (higher is better), ``FID ↓`` (lower is better)."""
+    return f"{label} {UP if higher_is_better else DOWN}"
+
+
+def split_label(report: Mapping) -> str:
+    """Which images the report's metrics were measured on, in words: "test split, 100 images"."""
+    metrics = report.get("metrics") or {}
+    data = report.get("data") or {}
+    split = metrics.get("split") or data.get("split") or data.get("eval_split")
+    count = metrics.get("count") or data.get("images") or data.get("eval_images")
+    if not split:
+        return ""
+    return f"{split} split" + (f", {count} images" if count else "")
 
 
 def metric_rows(report: Mapping) -> list[list[str]]:
-    """Every metric present, teacher and student side by side (mean ± std for per-image metrics)."""
+    """Every metric present, teacher and student side by side (mean ± std for per-image metrics), 2 decimals.
+
+    KID is given to 4 decimals: its values are around 0.01, where 2 decimals say nothing.
+    """
     metrics = report.get("metrics") or {}
     t, s = metrics.get("teacher") or {}, metrics.get("student") or {}
 
     def cell(m: Mapping, key: str) -> str:
         v = m.get(key)
+        digits = 4 if key.startswith("kid") else 2
         if isinstance(v, Mapping):
             if v.get("mean") is None:
                 return "—"
-            return f"{_num(v.get('mean'), 4)} ± {_num(v.get('std'), 4)}"
+            return f"{_num(v.get('mean'), digits)} ± {_num(v.get('std'), digits)}"
         if key == "delta_fid" and isinstance(v, (int, float)):
-            return f"{v:+.3f}"
-        return _num(v, 4 if key.startswith("kid") else 3)
+            return f"{v:+.2f}"
+        return _num(v, digits)
 
     rows = []
-    for key, label in _METRIC_LABELS:
+    for key, label, higher in METRICS:
         if key in t or key in s:
-            rows.append([label, cell(t, key) if t else "—", cell(s, key) if s else "—"])
+            rows.append([marked(label, higher), cell(t, key) if t else "—", cell(s, key) if s else "—"])
     return rows
+
+
+def metric_header(report: Mapping) -> list[str]:
+    """The metric table's header, naming the images measured."""
+    where = split_label(report)
+    return [f"Metric ({where})" if where else "Metric", "Teacher", "Student"]
+
+
+def _ratio_value(cost: Mapping, key: str) -> float | None:
+    r = (cost.get("ratios") or {}).get(key)
+    if isinstance(r, (int, float)) and math.isfinite(r):
+        return float(r)
+    t, s = (cost.get("teacher") or {}).get(key), (cost.get("student") or {}).get(key)
+    if isinstance(t, (int, float)) and isinstance(s, (int, float)) and s:
+        return t / s
+    return None
+
+
+def headline(report: Mapping) -> str:
+    """One line that says what the compression bought and cost.
+
+    "12.1× fewer MACs, 3.3× faster on this CPU, 24.6 dB to the teacher, FID not measured (test split, 100 images)".
+    """
+    cost = report.get("cost") or {}
+    s_met = (report.get("metrics") or {}).get("student") or {}
+    t_met = (report.get("metrics") or {}).get("teacher") or {}
+    parts = []
+    macs = _ratio_value(cost, "macs")
+    if macs is not None:
+        parts.append(f"{macs:.1f}× fewer MACs")
+    lat = _ratio_value(cost, "latency_ms")
+    device = str(cost.get("device") or "")
+    where = "this GPU" if device.startswith("cuda") else ("this CPU" if device.startswith("cpu") else device)
+    if lat is not None:
+        parts.append(f"{lat:.1f}× faster on {where}" if lat >= 1 else f"{1 / lat:.1f}× slower on {where}")
+    elif macs is not None:
+        parts.append("latency not measured")
+    psnr = _metric_value(s_met, "psnr_to_teacher")
+    if isinstance(psnr, (int, float)):
+        parts.append(f"{psnr:.1f} dB to the teacher")
+    elif isinstance(_metric_value(s_met, "psnr_to_target"), (int, float)):
+        parts.append(f"{_metric_value(s_met, 'psnr_to_target'):.1f} dB to the ground truth")
+    fid = _metric_value(s_met, "fid")
+    if isinstance(fid, (int, float)):
+        t_fid = _metric_value(t_met, "fid")
+        parts.append(f"FID {fid:.1f}" + (f" (teacher {t_fid:.1f})" if isinstance(t_fid, (int, float)) else ""))
+    elif report.get("metrics") is not None or parts:
+        parts.append("FID not measured")
+    where = split_label(report)
+    return ", ".join(parts) + (f" ({where})" if where and parts else "")
+
+
+def one_line(warning: str, limit: int = 160) -> str:
+    """A warning cut to one short line; one about a missing pretrained file points to `ganzip assets`."""
+    text = " ".join(str(warning).split())
+    # "FILE.pth (long description (nested)) was not found": drop the description
+    start = text.find(" (")
+    if start > 0 and text[:start].endswith((".pth", ".pt", ".npz")):
+        depth, end = 0, start + 1
+        for end in range(start + 1, len(text)):
+            depth += {"(": 1, ")": -1}.get(text[end], 0)
+            if depth == 0:
+                break
+        text = text[:start] + text[end + 1:]
+    cut = text.find(". ")
+    if cut > 0:
+        text = text[:cut]
+    if len(text) > limit:
+        text = text[:limit - 1].rstrip() + "…"
+    asset = any(w in warning for w in (".pth", "ganzip assets", "pretrained", "weights"))
+    if asset and "`ganzip assets`" not in text:
+        text += "; see `ganzip assets`"
+    return text
 
 
 def extra_tables(report: Mapping) -> list[dict]:
@@ -154,14 +252,21 @@ def _asset_rows(records: Any) -> list[list[str]]:
         mark = "yes" if verified else ("UNVERIFIED" if verified is False else "—")
         if r.get("unavailable"):
             mark = f"missing: {r['unavailable']}"
-        rows.append([str(r.get("name", "")), str(r.get("path", "")), str(r.get("sha256") or "")[:16], mark])
+        rows.append([str(r.get("name", "")), str(r.get("path") or "not on this machine"),
+                     str(r.get("sha256") or "—")[:16], mark])
     return rows
 
 
 def _image_columns(images: Sequence[Mapping[str, Any]]) -> list[str]:
-    order = ["input", "teacher", "student", "target"]
-    present = {k for row in images for k, v in row.items() if v is not None}
-    return [c for c in order if c in present] + sorted(present - set(order))
+    """Columns in the order every sample grid uses: input | ground truth | teacher | student(s), then the rest."""
+    order = ["input", "target", "teacher", "student"]
+    present: list[str] = []
+    for row in images:
+        present += [k for k, v in row.items() if v is not None and k not in present]
+    return [c for c in order if c in present] + [c for c in present if c not in order]
+
+
+COLUMN_LABELS = {"input": "input", "target": "ground truth", "teacher": "teacher", "student": "student"}
 
 
 def _md_image(value: Any, alt: str) -> str:
@@ -176,4 +281,90 @@ def _data_uri(array: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(np.asarray(array, dtype=np.uint8))).decode("ascii")
 
 
-__all__ = ["TABLE1_HEADER", "table1_rows", "metric_rows", "extra_tables"]
+# ---------------------------------------------------------------- sections shared by report.md and report.html
+
+HOLDOUT_LABEL = "held-out training images"
+_LOG_NOT_LOSSES = ("step", "epoch", "lr", "select_metric", "select_reason")
+
+
+def loss_rows(report: Mapping) -> list[list[str]]:
+    """The Losses table: term | weight | final | mean over the log (values from train_log.csv, not only weights)."""
+    la = report.get("losses_active") or {}
+    weights = la.get("student") if isinstance(la, Mapping) and isinstance(la.get("student"), Mapping) else la
+    weights = weights if isinstance(weights, Mapping) else {}
+    values = report.get("loss_values") or {}
+    terms = list(weights) + [t for t in values if t not in weights]
+    rows = []
+    for term in terms:
+        v = values.get(term) or {}
+        w = weights.get(term)
+        rows.append([term, _num(w) if isinstance(w, (int, float)) else ("total" if term == "loss" else "—"),
+                     _num(v.get("final")), _num(v.get("mean"))])
+    if isinstance(la, Mapping):
+        for term, why in (la.get("disabled") or {}).items():
+            if term not in values:
+                rows.append([term, f"off ({why})", "—", "—"])
+    return rows
+
+
+LOSS_HEADER = ["term", "weight", "final", "mean"]
+
+
+def holdout_rows(report: Mapping) -> list[list[str]]:
+    """The selection metrics compress measured during training, on held-out training images (not the test split)."""
+    tr = report.get("training") or {}
+    best, last = tr.get("best_holdout") or {}, tr.get("last_holdout") or {}
+    rows = []
+    for key in list(best) + [k for k in last if k not in best]:
+        name = key.removeprefix("holdout_")
+        higher = not any(w in name for w in ("l1", "lpips", "kid", "fid"))
+        rows.append([marked(name.upper() if len(name) <= 5 else name, higher), _num(best.get(key)),
+                     _num(last.get(key))])
+    return rows
+
+
+def holdout_header(report: Mapping) -> list[str]:
+    tr = report.get("training") or {}
+    return [f"Metric ({HOLDOUT_LABEL})", f"kept student (step {tr.get('best_step', '?')})",
+            f"last step ({tr.get('steps', '?')})"]
+
+
+def training_items(report: Mapping) -> list[tuple[str, str]]:
+    """The Training section without what the holdout and Losses tables show."""
+    tr = {k: v for k, v in (report.get("training") or {}).items()
+          if k not in ("best_holdout", "last_holdout", "loss_terms")}
+    return _flatten(tr)
+
+
+def _first_layer(info: Mapping) -> Any:
+    return (info.get("channels") or {}).get("first_layer")
+
+
+def model_items(report: Mapping) -> list[tuple[str, str]]:
+    """The Models section: a student's options are its teacher's spec, so they are labelled so, beside its real
+    first-layer channels."""
+    models = dict(report.get("models") or {})
+    student = dict(models.get("student") or {})
+    if student.get("student") and "opts" in student:
+        student["built_from_teacher_opts"] = student.pop("opts")
+    if student:
+        models["student"] = student
+    return _flatten(models)
+
+
+def samples_title(report: Mapping) -> str:
+    where = split_label(report)
+    return f"Samples ({where})" if where else "Samples"
+
+
+def cost_note(report: Mapping) -> str:
+    """Where the cost and quality figures come from: image size, device, and the images measured."""
+    cost = report.get("cost") or {}
+    where = split_label(report)
+    return (f"MACs and latency at {cost.get('size', '?')}×{cost.get('size', '?')}, latency on "
+            f"{cost.get('device', '?')}; ratios are teacher ÷ student" + (f"; FID and LPIPS on the {where}." if where
+                                                                          else "."))
+
+__all__ = ["TABLE1_HEADER", "METRICS", "table1_rows", "metric_rows", "metric_header", "extra_tables", "headline",
+           "one_line", "split_label", "marked", "COLUMN_LABELS", "loss_rows", "LOSS_HEADER", "holdout_rows",
+           "holdout_header", "training_items", "model_items", "samples_title", "HOLDOUT_LABEL", "cost_note"]
