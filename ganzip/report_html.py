@@ -49,11 +49,13 @@ class _Raw(str):
     """Already-escaped HTML for a table cell."""
 
 
-def _tick(y: float) -> str:
-    """A compact axis label: 3 significant digits, no clipped exponents (0.0002, 2e-05, 12.3, 1.5e+04)."""
-    if y == 0:
-        return "0"
-    return f"{y:.3g}"
+def _ticks(lo: float, hi: float) -> tuple[str, str]:
+    """Compact axis labels (0.0002, 2e-05, 12.3): 3 significant digits, more when the two would read the same."""
+    for digits in range(3, 9):
+        a, b = f"{lo:.{digits}g}", f"{hi:.{digits}g}"
+        if a != b:
+            break
+    return a, b
 
 
 def svg_curve(points: Sequence[tuple[float, float]], title: str, width: int = 320, height: int = 180,
@@ -82,6 +84,7 @@ def svg_curve(points: Sequence[tuple[float, float]], title: str, width: int = 32
         return top + (1 - (y - y0) / (y1 - y0)) * ph
 
     line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+    lo, hi = _ticks(y0, y1)
     dots = "".join(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="#1f6fb2"/>' for x, y in pts) \
         if len(pts) <= 40 else ""
     return (
@@ -90,8 +93,8 @@ def svg_curve(points: Sequence[tuple[float, float]], title: str, width: int = 32
         f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#ccc"/>'
         + (f'<polyline fill="none" stroke="#1f6fb2" stroke-width="1.5" points="{line}"/>' if len(pts) > 1 else "")
         + dots +
-        f'<text x="{left - 4}" y="{top + 8}" font-size="10" text-anchor="end">{_h(_tick(y1))}</text>'
-        f'<text x="{left - 4}" y="{top + ph}" font-size="10" text-anchor="end">{_h(_tick(y0))}</text>'
+        f'<text x="{left - 4}" y="{top + 8}" font-size="10" text-anchor="end">{_h(hi)}</text>'
+        f'<text x="{left - 4}" y="{top + ph}" font-size="10" text-anchor="end">{_h(lo)}</text>'
         f'<text x="{left}" y="{height - 8}" font-size="10">step {_h(_num(x0, 0))}</text>'
         f'<text x="{left + pw}" y="{height - 8}" font-size="10" text-anchor="end">{_h(_num(x1, 0))}</text>'
         "</svg>"
@@ -110,7 +113,7 @@ def curve_panels(curves: Mapping[str, Sequence[tuple[float, float]]]) -> list[tu
     panels = []
     for name in order:
         title = (f"{name.removeprefix('holdout_')} ({HOLDOUT_LABEL})" if name.startswith("holdout_")
-                 else ("learning rate" if name == "lr" else f"{name} loss"))
+                 else ("learning rate" if name == "lr" else ("total loss" if name == "loss" else f"{name} loss")))
         panels.append((title, svg_curve(shown[name], title, x_range=x_range)))
     return panels
 

@@ -207,6 +207,9 @@ def one_line(warning: str, limit: int = 160) -> str:
     cut = text.find(". ")
     if cut > 0:
         text = text[:cut]
+    paren = text.find(" (")
+    if len(text) > limit and paren > 0:  # a long aside goes first
+        text = text[:paren]
     if len(text) > limit:
         text = text[:limit - 1].rstrip() + "…"
     asset = any(w in warning for w in (".pth", "ganzip assets", "pretrained", "weights"))
@@ -226,6 +229,13 @@ def extra_tables(report: Mapping) -> list[dict]:
     return out
 
 
+def _setting(x: Any) -> str:
+    """A value in a settings table as given (0.999 stays 0.999; 2 decimals are for metrics)."""
+    if isinstance(x, float) and math.isfinite(x):
+        return f"{x:.6g}"
+    return _num(x)
+
+
 def _flatten(d: Any, prefix: str = "") -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     if isinstance(d, Mapping):
@@ -236,8 +246,8 @@ def _flatten(d: Any, prefix: str = "") -> list[tuple[str, str]]:
             out.extend(_flatten(v, f"{prefix}[{i}]"))
     else:
         if isinstance(d, (list, tuple)):
-            d = ", ".join(_num(x) for x in d)
-        out.append((prefix, _num(d) if not isinstance(d, str) else d))
+            d = ", ".join(_setting(x) for x in d)
+        out.append((prefix, _setting(d) if not isinstance(d, str) else d))
     return out
 
 

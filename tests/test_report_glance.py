@@ -118,7 +118,7 @@ def test_the_losses_table_shows_final_and_mean_values_from_the_log(tmp_path):
 def test_curves_plot_losses_then_lr_then_the_holdout_on_one_step_axis(tmp_path):
     panels = report_html.curve_panels(rep.read_train_log(_log(tmp_path)))
     titles = [t for t, _ in panels]
-    assert titles == ["loss loss", "crd loss", "adversarial loss", "learning rate",
+    assert titles == ["total loss", "crd loss", "adversarial loss", "learning rate",
                       "psnr (held-out training images)"]
     lr_svg = dict(panels)["learning rate"]
     assert ">0.0002<" in lr_svg and ">0.0001<" in lr_svg and "e-04" not in lr_svg
