@@ -482,8 +482,6 @@ def _fmt_cell(header: str, v) -> str:
         return format_macs(int(v))
     if header == "params":
         return f"{int(v):,}"
-    if header.startswith("SSIM") or header.startswith("LPIPS"):
-        return f"{v:.4f}"
     return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -192,28 +193,44 @@ def headline(report: Mapping) -> str:
     return ", ".join(parts) + (f" ({where})" if where and parts else "")
 
 
-def one_line(warning: str, limit: int = 160) -> str:
-    """A warning cut to one short line; one about a missing pretrained file points to `ganzip assets`."""
-    text = " ".join(str(warning).split())
-    # "FILE.pth (long description (nested)) was not found": drop the description
-    start = text.find(" (")
-    if start > 0 and text[:start].endswith((".pth", ".pt", ".npz")):
-        depth, end = 0, start + 1
-        for end in range(start + 1, len(text)):
-            depth += {"(": 1, ")": -1}.get(text[end], 0)
+def _drop_aside(text: str) -> str | None:
+    """`text` without its longest parenthetical aside (balanced), or None when it has none."""
+    best, start, depth = None, -1, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
             if depth == 0:
-                break
-        text = text[:start] + text[end + 1:]
+                start = i
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+            if depth == 0 and (best is None or i - start > best[1] - best[0]):
+                best = (start, i)
+    if best is None:
+        return None
+    return (text[:best[0]].rstrip() + text[best[1] + 1:]).strip()
+
+
+_ASSET_WORDS = (".pth", "ganzip assets", "pretrained", "weights", "vgg16", "inception", "alexnet")
+
+
+def one_line(warning: str, limit: int = 160) -> str:
+    """A warning cut to one short line; one about a missing pretrained file points to `ganzip assets`.
+
+    The first sentence is kept without a file's description; long asides in parentheses go next, then the end
+    is cut.
+    """
+    text = re.sub(r"(\.(?:pth|pt|npz)) \((?:[^()]|\([^()]*\))*\)", r"\1", " ".join(str(warning).split()))
     cut = text.find(". ")
     if cut > 0:
         text = text[:cut]
-    paren = text.find(" (")
-    if len(text) > limit and paren > 0:  # a long aside goes first
-        text = text[:paren]
+    while len(text) > limit:
+        shorter = _drop_aside(text)
+        if shorter is None:
+            break
+        text = shorter
     if len(text) > limit:
         text = text[:limit - 1].rstrip() + "…"
-    asset = any(w in warning for w in (".pth", "ganzip assets", "pretrained", "weights"))
-    if asset and "`ganzip assets`" not in text:
+    if any(w in warning.lower() for w in _ASSET_WORDS) and "`ganzip assets" not in text:
         text += "; see `ganzip assets`"
     return text
 
