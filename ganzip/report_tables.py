@@ -392,6 +392,31 @@ def cost_note(report: Mapping) -> str:
             f"{cost.get('device', '?')}; ratios are teacher ÷ student" + (f"; FID and LPIPS on the {where}." if where
                                                                           else "."))
 
+def terminal_summary(report: dict, printed: set | frozenset = frozenset()) -> str:
+    """A terminal summary: the headline, Table 1, the other metrics, warnings (one line each; not those already
+    `printed`) and where the reports are."""
+    lines = []
+    for w in report.get("warnings") or []:
+        if w not in printed:
+            lines.append(f"warning: {one_line(w)}")
+    if lines:
+        lines.append("")
+    if report.get("headline"):
+        lines.append(report["headline"])
+    lines.append(_columns([TABLE1_HEADER] + table1_rows(report)))
+    rows = metric_rows(report)
+    if rows:
+        lines += ["", _columns([[h.lower() for h in metric_header(report)]] + rows)]
+    paths = report.get("paths") or {}
+    if paths.get("report_html"):
+        lines += ["", f"report: {paths['report_html']}"]
+    return "\n".join(lines)
+
+
+def _columns(rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
 __all__ = ["TABLE1_HEADER", "METRICS", "table1_rows", "metric_rows", "metric_header", "extra_tables", "headline",
            "one_line", "split_label", "marked", "COLUMN_LABELS", "loss_rows", "LOSS_HEADER", "holdout_rows",
-           "holdout_header", "training_items", "model_items", "samples_title", "HOLDOUT_LABEL", "cost_note"]
+           "holdout_header", "training_items", "model_items", "samples_title", "HOLDOUT_LABEL", "cost_note", "terminal_summary"]

@@ -65,6 +65,7 @@ def eval_cmd(student, teacher, arch, arch_opts, trust_pickle, data, target, real
       ganzip eval student.safetensors --data datasets/edges2shoes --json
     """
     from ..evaluation import evaluate
+    from ..report_tables import terminal_summary
     from ..sizing import resolve_size
 
     command = "ganzip " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
@@ -80,33 +81,5 @@ def eval_cmd(student, teacher, arch, arch_opts, trust_pickle, data, target, real
     if as_json:
         echo_json(result.to_dict())
         return
-    click.echo(format_eval(result.to_dict(), printed={size_warning}))
+    click.echo(terminal_summary(result.to_dict(), printed={size_warning}))
 
-
-def format_eval(report: dict, printed: set | frozenset = frozenset()) -> str:
-    """A terminal summary: the headline, Table 1, the other metrics, warnings (one line each; not those already
-    `printed`) and where the reports are."""
-    from ..report import TABLE1_HEADER, metric_rows, one_line, table1_rows
-    from ..report_tables import metric_header
-
-    lines = []
-    for w in report.get("warnings") or []:
-        if w not in printed:
-            lines.append(f"warning: {one_line(w)}")
-    if lines:
-        lines.append("")
-    if report.get("headline"):
-        lines.append(report["headline"])
-    lines.append(_columns([TABLE1_HEADER] + table1_rows(report)))
-    rows = metric_rows(report)
-    if rows:
-        lines += ["", _columns([[h.lower() for h in metric_header(report)]] + rows)]
-    paths = report.get("paths") or {}
-    if paths.get("report_html"):
-        lines += ["", f"report: {paths['report_html']}"]
-    return "\n".join(lines)
-
-
-def _columns(rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
