@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .errors import GanzipError
 from .io import png_bytes
 
-_BAND = 14  # pixels of the label band above each column, and of the caption line
+LABEL_BAND = 14  # pixels of the label band above each column, and of the caption line
 
 
 def display_rgb(x: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
@@ -68,7 +68,7 @@ def labelled_grid(columns: Sequence[str], rows: Sequence[Sequence[np.ndarray]], 
         raise GanzipError(f"every row of a sample grid needs {len(columns)} images ({', '.join(columns)})")
     body = np.concatenate([np.concatenate([np.asarray(t, dtype=np.uint8) for t in r], axis=1) for r in rows], axis=0)
     tile_w = body.shape[1] // len(columns)
-    top = _BAND * (2 if caption else 1)
+    top = LABEL_BAND * (2 if caption else 1)
     canvas = Image.new("RGB", (body.shape[1], body.shape[0] + top), "white")
     canvas.paste(Image.fromarray(body), (0, top))
     draw = ImageDraw.Draw(canvas)
@@ -76,7 +76,7 @@ def labelled_grid(columns: Sequence[str], rows: Sequence[Sequence[np.ndarray]], 
     if caption:
         draw.text((2, 1), _fit(draw, caption, font, body.shape[1]), fill=(0, 0, 0), font=font)
     for i, name in enumerate(columns):
-        draw.text((i * tile_w + 2, top - _BAND + 1), _fit(draw, name, font, tile_w), fill=(0, 0, 0), font=font)
+        draw.text((i * tile_w + 2, top - LABEL_BAND + 1), _fit(draw, name, font, tile_w), fill=(0, 0, 0), font=font)
     return np.asarray(canvas)
 
 
@@ -99,4 +99,4 @@ def sample_grid(inputs: torch.Tensor, teacher: torch.Tensor, student: torch.Tens
     return png_bytes(labelled_grid(["input", "teacher", "student"], rows, caption))
 
 
-__all__ = ["display_rgb", "output_geometry", "labelled_grid", "sample_grid"]
+__all__ = ["display_rgb", "output_geometry", "labelled_grid", "sample_grid", "LABEL_BAND"]
