@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import inspect
 
-from . import engine as _engine
 from . import evaluation as _evaluation
 from .batch import BatchResult, load_manifest, run_batch
-from .engine import CompressResult, TrainResult
+from .training import compress as _training
+from .training.compress import CompressResult
+from .training.loop import TrainResult
 from .evaluation import EvalResult
 from .export import ExportResult, export
 from .loading import load_generator
@@ -41,7 +42,7 @@ def compress(model, **options) -> CompressResult:
         device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
         Other keywords (``init``, ``round_to``, ``target``, ``checkpoint_every``,
         ``eval_every``, ``quiet``, ``offline``, ...) are those of
-        ``ganzip.engine.compress``, whose signature this function carries.
+        ``ganzip.training.compress.compress``, whose signature this function carries.
 
     Returns:
         ``CompressResult`` with ``out``, ``student_path`` (``out/student.safetensors``),
@@ -49,7 +50,7 @@ def compress(model, **options) -> CompressResult:
         evaluation), ``config`` (the resolved recipe), ``train`` (steps, best
         step, held-out fidelity, the trained module as ``.student``) and ``warnings``.
     """
-    return _engine.compress(model, **options)
+    return _training.compress(model, **options)
 
 
 def evaluate(*args, **options) -> EvalResult:
@@ -74,7 +75,7 @@ def evaluate(*args, **options) -> EvalResult:
 
 
 # The wrappers document themselves; their parameters are the engine's and the evaluator's.
-compress.__signature__ = inspect.signature(_engine.compress).replace(return_annotation=CompressResult)
+compress.__signature__ = inspect.signature(_training.compress).replace(return_annotation=CompressResult)
 evaluate.__signature__ = inspect.signature(_evaluation.evaluate).replace(return_annotation=EvalResult)
 
 __all__ = [

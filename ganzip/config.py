@@ -167,11 +167,27 @@ class RecipeConfig:
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Sections of loss terms registered at run time (``ganzip.losses.registry``): name -> section dataclass.
+    # Only the sections a recipe names are here; they follow the typed sections in :meth:`to_dict`.
+    extra_sections: dict[str, typing.Any] = field(default_factory=dict, repr=False)
+
+    def section(self, name: str):
+        """The section ``name``: a typed one, a registered term's as given, or that term's defaults."""
+        if name in _TYPED:
+            return getattr(self, name)
+        if name in self.extra_sections:
+            return self.extra_sections[name]
+        if name in SECTIONS:
+            return SECTIONS[name]()
+        raise GanzipError(f"unknown recipe section {name!r}; valid sections: {', '.join(SECTIONS)}")
 
     # -- conversions -------------------------------------------------------
     def to_dict(self) -> dict:
         """Plain nested dict (JSON/TOML-ready)."""
-        return dataclasses.asdict(self)
+        d = {f.name: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+             for f in dataclasses.fields(self) if f.name != "extra_sections" for v in [getattr(self, f.name)]}
+        d.update({name: dataclasses.asdict(sec) for name, sec in self.extra_sections.items()})
+        return d
 
     def training_dict(self) -> dict:
         """The parts that decide the trained weights (everything but name/description)."""
@@ -192,11 +208,39 @@ class RecipeConfig:
         return self.train.epochs * steps_per_epoch
 
 
-# Section name -> its dataclass (type hints resolved: annotations are strings here).
+# Section name -> its dataclass (type hints resolved: annotations are strings here). The typed sections
+# come first, in RecipeConfig's order; register_section appends the sections of registered loss terms.
 SECTIONS: dict[str, type] = {
-    name: hint for name, hint in typing.get_type_hints(RecipeConfig).items() if name not in ("name", "description")
+    name: hint for name, hint in typing.get_type_hints(RecipeConfig).items()
+    if name not in ("name", "description", "extra_sections")
 }
+_TYPED = frozenset(SECTIONS)
 META_KEYS = ("name", "description", "extends")
+
+
+def register_section(name: str, cls: type) -> None:
+    """Let recipes and ``--set`` name section ``name``, read into dataclass ``cls`` (a loss term's settings).
+
+    A typed section registers as itself (no change); another class for a taken name is an error.
+    """
+    if not dataclasses.is_dataclass(cls) or not isinstance(cls, type):
+        raise GanzipError(f"the section of {name!r} must be a dataclass type, got {cls!r}")
+    if not name.isidentifier() or name in META_KEYS or name == "extra_sections":
+        raise GanzipError(f"{name!r} cannot name a recipe section: use a lower-case word")
+    if name in SECTIONS and SECTIONS[name] is not cls and name in _TYPED:
+        raise GanzipError(f"recipe section {name!r} is ganzip's own ({SECTIONS[name].__name__}): choose another name")
+    SECTIONS[name] = cls
+
+
+def unregister_section(name: str) -> None:
+    """Remove a section added by :func:`register_section` (typed sections stay)."""
+    if name not in _TYPED:
+        SECTIONS.pop(name, None)
+
+
+def term_sections() -> list[str]:
+    """Sections that carry a loss weight (``weight``), in SECTIONS order."""
+    return [name for name, cls in SECTIONS.items() if "weight" in {f.name for f in dataclasses.fields(cls)}]
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("crd", "precision"): ("auto", "float64", "float32"),
@@ -299,8 +343,8 @@ def _check_ranges(cfg: RecipeConfig) -> None:
         (cfg.eval.max_images >= 1, "eval.max_images must be >= 1"),
         (cfg.eval.samples >= 0, "eval.samples must be >= 0"),
     ]
-    for name in ("crd", "perceptual", "rkd", "kd_pixel", "ground_truth", "identity", "adversarial"):
-        checks.append((getattr(cfg, name).weight >= 0, f"{name}.weight must be >= 0"))
+    for name in term_sections():
+        checks.append((cfg.section(name).weight >= 0, f"{name}.weight must be >= 0"))
     for ok, msg in checks:
         if not ok:
             raise GanzipError(msg)
@@ -314,6 +358,7 @@ def config_from_dict(data: dict, name: str | None = None) -> RecipeConfig:
     if not isinstance(data, dict):
         raise GanzipError(f"a recipe must be a table of sections, got {type(data).__name__}")
     kwargs: dict[str, typing.Any] = {}
+    extra: dict[str, typing.Any] = {}
     for key, value in data.items():
         if key in ("name", "description"):
             if not isinstance(value, str):
@@ -336,10 +381,10 @@ def config_from_dict(data: dict, name: str | None = None) -> RecipeConfig:
                     f"unknown recipe key {key}.{sub}; valid keys in [{key}]: {', '.join(hints)}"
                 )
             fields[sub] = coerce_value(f"{key}.{sub}", v, hints[sub])
-        kwargs[key] = SECTIONS[key](**fields)
+        (kwargs if key in _TYPED else extra)[key] = SECTIONS[key](**fields)
     if name is not None:
         kwargs["name"] = name
-    cfg = RecipeConfig(**kwargs)
+    cfg = RecipeConfig(**kwargs, extra_sections=extra)
     _check_choices(cfg)
     _check_ranges(cfg)
     return cfg

@@ -24,7 +24,6 @@ output takes its place as the absolute anchor that CRD's relations lack
 from __future__ import annotations
 
 import json
-import math
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -33,11 +32,21 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from . import assets
+from . import data as gdata
+from . import engine
 from . import io as gio
+from .demo_report import TEACHER_FILE
+from .demo_report import compose_report as _compose_report
+from .demo_report import write_samples as _write_samples
+from .demo_seeds import SEED_METRICS, add_seed_tables, paired_differences
 from .errors import AssetMissingError, GanzipError
+from .evaluation import evaluate
+from .loading import load_generator
+from .recipes import resolve_recipe
+from .report import write_reports
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-TEACHER_FILE = "demo_teacher.safetensors"
 PROVENANCE_FILE = "demo_teacher.json"
 MAIN_RECIPE = "crd"
 COMPARE_RECIPES = ("scratch", "kd-pixel", "rkd-instance")
@@ -129,8 +138,6 @@ def demo_provenance() -> dict:
 
 def load_demo_teacher(device="cpu") -> torch.nn.Module:
     """The shipped teacher as an ``nn.Module`` (eval mode)."""
-    from .loading import load_generator
-
     return load_generator(str(demo_teacher_path()), device=device)
 
 
@@ -138,8 +145,6 @@ def load_demo_teacher(device="cpu") -> torch.nn.Module:
 
 
 def _asset_status(name: str, offline: bool) -> tuple[Path | None, str | None]:
-    from . import assets
-
     try:
         return assets.resolve(name, offline=offline), None
     except AssetMissingError as exc:
@@ -280,30 +285,18 @@ def run_demo(
 
 def _run_demo(out: Path, compare, steps, batch_size, device, specs, overrides, eval_images, n_train, quiet,
               offline, latency, threads, seeds=1) -> DemoResult:
-    from .report import environment_info, now_iso, write_reports
-
     started, cpu0 = time.perf_counter(), time.process_time()
     teacher_path = demo_teacher_path()
     prov = demo_provenance()
     size = int(prov["size"])
     _prepare(out)
 
-    # ---- pretrained files: find what exists, record what does not and what is used instead
-    unavailable: list[dict] = []
     vgg, why = _asset_status("vgg16", offline)
-    if specs is None:
-        specs = demo_specs(compare, perceptual=vgg is not None)
-    specs = list(specs)
+    specs = list(demo_specs(compare, perceptual=vgg is not None) if specs is None else specs)
     labels = [sp.label for sp in specs]
     if len(set(labels)) != len(labels):
         raise GanzipError(f"two demo students share a label: {labels}")
-    if vgg is None:
-        instead = "students train without the perceptual term (perceptual.weight=0)"
-        if any(f"kd_pixel.weight={ANCHOR_WEIGHT:g}" in sp.overrides for sp in specs):
-            instead += (f"; in the crd student an L1 to the teacher's output (kd_pixel.weight={ANCHOR_WEIGHT:g}) "
-                        "takes its place as the absolute anchor that CRD lacks")
-        unavailable.append({"asset": "vgg16", "needed_for": "the perceptual loss (spec section 4)", "why": why,
-                            "instead": instead})
+    unavailable = [] if vgg is not None else [_no_vgg(specs, why)]
     common = demo_overrides(size, perceptual=vgg is not None) + overrides
     gio.atomic_write_json(out / MARKER, {"kind": "ganzip-demo", "status": "running", "students": labels})
 
@@ -322,23 +315,16 @@ def _run_demo(out: Path, compare, steps, batch_size, device, specs, overrides, e
                                      batch_size, device, quiet, offline, eval_images, latency, evals)
             runs.append(run)
     first_seed = [r for r in runs if r.seed == 0]
+    unavailable += _unavailable_metrics(evals[(labels[0], 0)])
 
-    # ---- the metrics that need pretrained files, as the evaluation recorded them
-    first = evals[(labels[0], 0)]
-    for rec in first.assets:
-        if rec.get("unavailable"):
-            what = {"inception_fid": "FID and KID", "alexnet": "LPIPS"}.get(rec["name"], rec["name"])
-            unavailable.append({"asset": rec["name"], "needed_for": what, "why": rec["unavailable"],
-                                "instead": "PSNR and SSIM (to the teacher and to the ground truth)"})
-
+    command = demo_command(out, compare, steps, batch_size, eval_images, device, threads, seeds)
     report = _compose_report(prov, first_seed, {r.label: evals[(r.label, 0)] for r in first_seed}, unavailable,
-                             common, steps, batch_size, compare, device)
+                             common, steps, batch_size, compare, device, command)
     if seeds > 1:
-        _add_seed_tables(report, runs, labels, seeds)
-    report["command"] = demo_command(out, compare, steps, batch_size, eval_images, device, threads, seeds)
-    report["created"] = now_iso()
-    report["versions"] = environment_info(device)
-    images = _write_samples(out, labels, {r.label: r.out for r in first_seed})
+        add_seed_tables(report, runs, labels, seeds)
+    first = evals[(labels[0], 0)]
+    caption = f"{first.metrics.get('split')} split of {source} (not seen in training)"
+    images = _write_samples(out, labels, {r.label: r.out for r in first_seed}, caption)
     report["samples"] = "samples.png"
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu0
     report["timing"] = {"wall_seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
@@ -350,12 +336,29 @@ def _run_demo(out: Path, compare, steps, batch_size, device, specs, overrides, e
                       cpu_seconds=cpu_seconds)
 
 
+def _no_vgg(specs: Sequence[DemoSpec], why: str | None) -> dict:
+    """The report's record of VGG-16 missing: what the students train without, and what stands in."""
+    instead = "students train without the perceptual term (perceptual.weight=0)"
+    if any(f"kd_pixel.weight={ANCHOR_WEIGHT:g}" in sp.overrides for sp in specs):
+        instead += (f"; in the crd student an L1 to the teacher's output (kd_pixel.weight={ANCHOR_WEIGHT:g}) "
+                    "takes its place as the absolute anchor that CRD lacks")
+    return {"asset": "vgg16", "needed_for": "the perceptual loss (spec section 4)", "why": why, "instead": instead}
+
+
+def _unavailable_metrics(first) -> list[dict]:
+    """The metrics that need pretrained files, as the evaluation recorded them missing."""
+    found = []
+    for rec in first.assets:
+        if rec.get("unavailable"):
+            what = {"inception_fid": "FID and KID", "alexnet": "LPIPS"}.get(rec["name"], rec["name"])
+            found.append({"asset": rec["name"], "needed_for": what, "why": rec["unavailable"],
+                          "instead": "PSNR and SSIM (to the teacher and to the ground truth)"})
+    return found
+
+
 def _train_and_measure(sp: DemoSpec, seed: int, seeds: int, out: Path, common, teacher_path, train_data, source,
                        size, steps, batch_size, device, quiet, offline, eval_images, latency, evals) -> DemoRun:
     """Train one demo student with one seed, evaluate it on the test images, and record it."""
-    from . import engine
-    from .evaluation import evaluate
-
     sets = common + list(sp.overrides)
     run_out = out / (sp.label if seeds == 1 else f"{sp.label}@s{seed}")
     t0 = time.perf_counter()
@@ -397,10 +400,6 @@ def _train_and_measure(sp: DemoSpec, seed: int, seeds: int, out: Path, common, t
 
 def _small_bundle(source: str, size: int, n: int, recipe: str, sets, batch_size):
     """A DataBundle of only ``n`` rendered training images (for quick tests of the demo)."""
-    from . import data as gdata
-    from . import engine
-    from .recipes import resolve_recipe
-
     cfg = resolve_recipe(recipe, list(sets) + [f"train.size={size}", f"train.batch_size={batch_size}"])
     ds = gdata.open_dataset(source, split="train", size=size, augment=True, seed=0, n=n)
     train_ds, holdout = gdata.holdout_split(ds, cfg.eval.holdout, 0)
@@ -409,227 +408,5 @@ def _small_bundle(source: str, size: int, n: int, recipe: str, sets, batch_size)
                              description=f"{source} (first {n} training images)")
 
 
-def _mean(m: dict, key: str):
-    v = m.get(key)
-    if isinstance(v, dict):
-        return v.get("mean")
-    return v
-
-
-def _loss_text(loss_terms: dict) -> str:
-    return " + ".join(f"{w:g} {name}" for name, w in loss_terms.get("student", {}).items())
-
-
-def _compose_report(prov, runs, evals, unavailable, common, steps, batch_size, compare, device) -> dict:
-    first = evals[runs[0].label]
-    t_cost = first.cost.get("teacher", {})
-    t_met = first.metrics.get("teacher", {})
-    main = runs[0]
-    header = ["student", "PSNR to teacher (dB)", "SSIM to teacher", "LPIPS to teacher", "PSNR to ground truth (dB)",
-              "FID", "MACs", "params", "latency (ms)", "training (s)", "student loss"]
-    rows: list[list[Any]] = []
-    has_lpips = any("lpips_to_teacher" in r.metrics.get("student", {}) for r in runs)
-    has_fid = any("fid" in r.metrics.get("student", {}) for r in runs)
-    rows.append(["teacher", None, None, None, _mean(t_met, "psnr_to_target"), _mean(t_met, "fid"),
-                 t_cost.get("macs"), t_cost.get("params"), t_cost.get("latency_ms"), None,
-                 f"trained by ganzip train ({prov.get('recipe', 'scratch')})"])
-    for r in runs:
-        s = r.metrics.get("student", {})
-        c = r.cost.get("student", {})
-        rows.append([r.label, _mean(s, "psnr_to_teacher"), _mean(s, "ssim_to_teacher"),
-                     _mean(s, "lpips_to_teacher"), _mean(s, "psnr_to_target"), _mean(s, "fid"),
-                     c.get("macs"), c.get("params"), c.get("latency_ms"), r.seconds, _loss_text(r.loss_terms)])
-    note = (f"{first.metrics.get('count')} held-out test images of {prov['data']} at {prov['size']}x{prov['size']}; "
-            f"every student: width 0.25, {steps} steps of batch {batch_size}, seed 0; kept: {main.selection or 'last step'}. "
-            + ("" if has_lpips else "LPIPS: unavailable (no AlexNet weights). ")
-            + ("" if has_fid else "FID: unavailable (no Inception weights). ")
-            + "A dash means the value does not apply or could not be measured.")
-    table_rows = [[_fmt_cell(h, v) for h, v in zip(header, row)] for row in rows]
-    report: dict[str, Any] = {
-        "kind": "demo",
-        "seed": 0,
-        "data": {"source": prov["data"], "train_split": "train", "eval_split": first.metrics.get("split"),
-                 "eval_images": first.metrics.get("count"), "size": prov["size"], "kind": prov.get("task_kind")},
-        "models": {
-            "teacher": {"file": f"ganzip/assets/{TEACHER_FILE}", "arch": prov["arch"]["arch"],
-                        "opts": prov["arch"].get("opts", {}), "sha256": prov.get("sha256"),
-                        "trained_by": prov.get("command")},
-            "student": {"arch": prov["arch"]["arch"], "width": 0.25, "recipe": main.recipe, "label": main.label,
-                        "file": str(main.student_path) if main.student_path else None},
-        },
-        "cost": {"size": prov["size"], "device": first.cost.get("device"), "teacher": t_cost,
-                 "student": main.cost.get("student", {})},
-        "metrics": {"teacher": t_met, "student": main.metrics.get("student", {})},
-        "comparison": {"header": header, "rows": rows},
-        "tables": [{"title": "Students side by side" if len(runs) > 1 else "Student",
-                    "header": header, "rows": table_rows, "note": note}],
-        "students": {r.label: {"recipe": r.recipe, "overrides": r.overrides, "note": r.note,
-                               "loss_terms": r.loss_terms, "steps": r.steps, "best_step": r.best_step,
-                               "selection": r.selection, "report": f"{r.out.name}/report.md"} for r in runs},
-        "settings": {"steps": steps, "batch_size": batch_size, "width": 0.25, "overrides": list(common),
-                     "device": str(device), "compare": compare},
-        "unavailable": unavailable,
-        "warnings": [f"{u['asset']} not found: {u['needed_for']} unavailable; {u['instead']}" for u in unavailable],
-        "assets": first.assets,
-    }
-    if unavailable:
-        report["tables"].append({"title": "Unavailable pretrained files",
-                                 "header": ["file", "needed for", "why", "used instead"],
-                                 "rows": [[u["asset"], u["needed_for"], u["why"], u["instead"]] for u in unavailable],
-                                 "note": "Import a file with `ganzip assets import FILE` and run the demo again."})
-    return report
-
-
-# (table header, metric key in the evaluation's student metrics, higher is better)
-SEED_METRICS = (
-    ("PSNR to teacher (dB)", "psnr_to_teacher", True), ("SSIM to teacher", "ssim_to_teacher", True),
-    ("LPIPS to teacher", "lpips_to_teacher", False), ("PSNR to ground truth (dB)", "psnr_to_target", True),
-    ("SSIM to ground truth", "ssim_to_target", True), ("LPIPS to ground truth", "lpips_to_target", False),
-    ("FID", "fid", False), ("KID", "kid_mean", False),
-)
-
-
-def _sample_stats(values: Sequence[float]) -> dict:
-    n = len(values)
-    mean = sum(values) / n
-    std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else None
-    return {"mean": mean, "std": std, "n": n, "values": list(values)}
-
-
-def paired_differences(a: Sequence[float], b: Sequence[float]) -> dict:
-    """Paired comparison over seeds of two students measured on the same test images.
-
-    ``a[i]`` and ``b[i]`` are seed ``i``'s means over the same images. Returns
-    the differences ``a - b`` (mean, sample std), the paired t statistic and
-    its two-sided p-value (n - 1 degrees of freedom; scipy), and the
-    seed-to-seed spread of each student (sample std).
-    """
-    if len(a) != len(b) or len(a) < 2:
-        raise GanzipError("a paired comparison needs the same seeds, at least 2, for both students")
-    from scipy import stats
-
-    d = [x - y for x, y in zip(a, b)]
-    diff = _sample_stats(d)
-    if diff["std"] == 0:
-        t, p = (math.inf if diff["mean"] else 0.0), (0.0 if diff["mean"] else 1.0)
-    else:
-        t = diff["mean"] / (diff["std"] / math.sqrt(len(d)))
-        p = float(2 * stats.t.sf(abs(t), len(d) - 1))
-    return {"diff": diff, "t": t, "p": p, "spread_a": _sample_stats(list(a))["std"],
-            "spread_b": _sample_stats(list(b))["std"]}
-
-
-def _add_seed_tables(report: dict, runs: Sequence[DemoRun], labels: Sequence[str], seeds: int) -> None:
-    """Mean ± std over the seeds per student, and crd paired against each other student."""
-    per: dict[str, dict[str, dict[int, float]]] = {}
-    for r in runs:
-        s = r.metrics.get("student", {})
-        for _, key, _ in SEED_METRICS:
-            v = _mean(s, key)
-            if isinstance(v, (int, float)) and math.isfinite(v):
-                per.setdefault(r.label, {}).setdefault(key, {})[r.seed] = float(v)
-    done = {label: sorted({r.seed for r in runs if r.label == label}) for label in labels}
-    over = {label: {key: _sample_stats([vals[s] for s in sorted(vals)]) for key, vals in per.get(label, {}).items()}
-            for label in labels}
-    shown = [(h, k, hi) for h, k, hi in SEED_METRICS if any(k in over[label] for label in labels)]
-    rows = []
-    for label in labels:
-        cells = [label, str(len(done[label]))]
-        for _, key, _ in shown:
-            e = over[label].get(key)
-            cells.append("—" if e is None else _pm(key, e))
-        rows.append(cells)
-    report["tables"][0]["title"] += " (seed 0)"
-    report["over_seeds"] = {"seeds": list(range(seeds)), "students": over}
-    report["tables"].append({
-        "title": f"Mean ± std over {seeds} seeds", "header": ["student", "seeds"] + [h for h, _, _ in shown],
-        "rows": rows,
-        "note": ("Seeds 0..N-1 change the student's initialisation, the discriminator's, the data order, the "
-                 "augmentation and the training/held-out split; the test images are the same for every seed. "
-                 "± is the sample standard deviation over the seeds (n − 1)."),
-    })
-    main = labels[0]
-    paired, prow = [], []
-    for other in labels[1:]:
-        for header, key, higher in shown:
-            common = sorted(set(per.get(main, {}).get(key, {})) & set(per.get(other, {}).get(key, {})))
-            if len(common) < 2:
-                continue
-            res = paired_differences([per[main][key][s] for s in common], [per[other][key][s] for s in common])
-            spread = max(v for v in (res["spread_a"], res["spread_b"]) if v is not None)
-            exceeds = abs(res["diff"]["mean"]) > spread
-            better = (res["diff"]["mean"] > 0) == higher
-            verdict = (f"yes: {main if better else other} is better" if exceeds else "no")
-            paired.append({"a": main, "b": other, "metric": key, "seeds": common, **res,
-                           "exceeds_spread": exceeds, "better": (main if better else other) if exceeds else None})
-            prow.append([f"{main} − {other}", header, _pm(key, res["diff"]),
-                         f"{res['t']:.2f}" if math.isfinite(res["t"]) else "inf", f"{res['p']:.3f}",
-                         f"{spread:.4g}", verdict])
-    report["paired"] = paired
-    if prow:
-        report["tables"].append({
-            "title": f"{main} against each student, paired over seeds",
-            "header": ["difference", "metric", "mean ± std over seeds", "paired t", "p (two-sided)",
-                       "seed-to-seed spread", "exceeds the spread"],
-            "rows": prow,
-            "note": ("Each seed's value is the mean over the same test images, so the two students are paired by "
-                     "seed. 'Exceeds the spread': the mean difference is larger than the seed-to-seed standard "
-                     "deviation of both students. With few seeds the t test has little power: read p with care."),
-        })
-
-
-def _pm(key: str, e: dict) -> str:
-    digits = 4 if key.startswith(("ssim", "lpips", "kid")) else 2
-    text = f"{e['mean']:.{digits}f}"
-    return text if e.get("std") is None else f"{text} ± {e['std']:.{digits}f}"
-
-
-def _fmt_cell(header: str, v) -> str:
-    from .metrics.cost import format_macs
-
-    if v is None:
-        return "—"
-    if header == "MACs":
-        return format_macs(int(v))
-    if header == "params":
-        return f"{int(v):,}"
-    if header.startswith("SSIM") or header.startswith("LPIPS"):
-        return f"{v:.4f}"
-    return f"{v:.2f}" if isinstance(v, float) else str(v)
-
-
-def _write_samples(out: Path, labels: Sequence[str], folders: dict[str, Path] | None = None) -> list[dict]:
-    """OUT/samples.png (input | ground truth | teacher | each student) and the grid rows for the report."""
-    import io as _io
-
-    import numpy as np
-    from PIL import Image
-
-    folders = folders or {label: out / label for label in labels}
-    base = folders[labels[0]] / "images"
-    rows: list[dict] = []
-    tiles: list[list[np.ndarray]] = []
-    i = 0
-    while (base / f"{i:02d}_input.png").exists():
-        cells = [("input", base / f"{i:02d}_input.png"), ("target", base / f"{i:02d}_target.png"),
-                 ("teacher", base / f"{i:02d}_teacher.png")]
-        cells += [(label, folders[label] / "images" / f"{i:02d}_student.png") for label in labels]
-        row: dict[str, str] = {}
-        arrays = []
-        for col, path in cells:
-            if path.exists():
-                row[col] = path.relative_to(out).as_posix()
-                arrays.append(np.asarray(Image.open(path).convert("RGB")))
-        rows.append(row)
-        tiles.append(arrays)
-        i += 1
-    if tiles and len({len(t) for t in tiles}) == 1:
-        grid = np.concatenate([np.concatenate(t, axis=1) for t in tiles], axis=0)
-        buf = _io.BytesIO()
-        Image.fromarray(grid).save(buf, format="PNG")
-        gio.atomic_write_bytes(out / "samples.png", buf.getvalue())
-    return rows
-
-
-__all__ = ["run_demo", "DemoResult", "DemoRun", "DemoSpec", "demo_specs", "demo_teacher_path", "demo_provenance",
+__all__ = ["run_demo", "paired_differences", "SEED_METRICS", "DemoResult", "DemoRun", "DemoSpec", "demo_specs", "demo_teacher_path", "demo_provenance",
            "load_demo_teacher", "demo_overrides", "DEFAULT_STEPS", "DEFAULT_BATCH", "ANCHOR_WEIGHT"]

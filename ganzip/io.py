@@ -18,6 +18,7 @@ from typing import IO, Iterator
 
 import numpy as np
 from PIL import Image
+from safetensors.torch import save as safetensors_save
 
 from .errors import GanzipError
 
@@ -107,11 +108,29 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
 
 
 def save_safetensors_atomic(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
-    """Save tensors as safetensors atomically (contiguous CPU copies, metadata as str→str)."""
-    from safetensors.torch import save
+    """Save tensors as safetensors atomically (contiguous CPU copies, metadata as str→str).
 
+    The same tensors and metadata always give the same bytes (see :func:`canonical_safetensors`).
+    """
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    atomic_write_bytes(path, save(clean, metadata=metadata))
+    atomic_write_bytes(path, canonical_safetensors(safetensors_save(clean, metadata=metadata)))
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """``blob`` with its header's metadata keys sorted, so equal content gives equal bytes.
+
+    The safetensors library writes the metadata map in hash order, which changes
+    from one process to the next; sorting it makes a file's SHA-256 a fingerprint
+    of its content. Tensor offsets are relative to the data, so only the header
+    (and its 8-byte-aligned length) is rewritten.
+    """
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + n:]
 
 
 _HASH_MEMO: dict[tuple[str, int, int], str] = {}

@@ -4,9 +4,9 @@ Both launchers start where the local one does (`ganzip.batch.plan_jobs`:
 finished jobs are skipped, a finished run with other settings is refused)
 and end where it does (`ganzip.batch.finish_batch`: the leaderboard is
 measured from the files on disk). In between, each job to run is written as
-JSON (`ganzip.jobrun.write_job_file`) and a worker on a node runs it through
-`ganzip.engine.compress` (`ganzip.jobrun.launch`), under torchrun when the
-job has several GPUs. The worker records the outcome in the job's folders,
+JSON (`ganzip.batch.worker.write_job_file`) and a worker on a node runs it
+through `ganzip.engine.compress` (`ganzip.batch.worker.launch`), under
+torchrun when the job has several GPUs. The worker records the outcome in the job's folders,
 so the leaderboard, ``--status`` and a later rerun read the same files
 whichever machine ran the job.
 
@@ -19,7 +19,6 @@ import contextlib
 import io
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -31,10 +30,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from . import batch
 from . import io as gio
+from .batch.cluster import load as _load
+from .batch.cluster import missing as _missing
+from .batch.cluster import parse_slurm_opts, parse_time, shared_paths
+from .batch.cluster import say_or_silent as _say
+from .batch.files import clean_batch_files, job_state
+from .batch.runner import BatchResult, JobOutcome, apply_outcome, finish_batch, plan_jobs
+from .batch.schema import Manifest
+from .batch.worker import (BATCH_DIR, JOB_FILE, OUTCOME_FILE, WORKER_LOG, interrupted, launch, read_outcome,
+                           state_dir, write_job_file)
 from .errors import GanzipError
-from .jobrun import BATCH_DIR, JOB_FILE, OUTCOME_FILE, WORKER_LOG, interrupted, launch, read_outcome, state_dir, write_job_file
 
 SLURM_RECORD = "slurm.json"  # OUT/_batch/slurm.json: the submitted array, for --status and --wait
 _QUEUED = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
@@ -49,52 +55,21 @@ def _require(module: str, extra: str):
                           f"pip install 'ganzip[{extra}]'") from None
 
 
-def _say(echo: Callable[[str], None] | None) -> Callable[[str], None]:
-    return echo or (lambda _line: None)
 
 
-def apply_outcome(oc: batch.JobOutcome, outcome: Mapping[str, Any], say: Callable[[str], None]) -> None:
-    """Copy a worker's recorded outcome into the job's `JobOutcome` and announce it."""
-    status = outcome.get("status")
-    oc.seconds = outcome.get("seconds", oc.seconds)
-    if status == "finished":
-        oc.status, oc.error = "finished", None
-        say(f"[done] {oc.job.name} ({oc.seconds or 0:.0f} s)")
-        return
-    error = outcome.get("error") or {}
-    oc.status = "interrupted" if status == "interrupted" else "failed"
-    oc.error = error.get("line") or error.get("message") or "unknown error"
-    say(f"[{'stop' if oc.status == 'interrupted' else 'fail'}] {oc.job.name}: {oc.error}")
 
 
 def _leaderboard(outcomes, root, m, latency, latency_repeats, latency_device) -> dict[str, Path]:
     repeats = latency_repeats if latency else 0
     if repeats < 0:
         raise GanzipError(f"--latency-repeats must be >= 0, got {latency_repeats}")
-    return batch.finish_batch(outcomes, root, m.path, latency_repeats=repeats, latency_device=latency_device)
+    return finish_batch(outcomes, root, m.path, latency_repeats=repeats, latency_device=latency_device)
 
 
-def _load(manifest, out) -> tuple[batch.Manifest, Path]:
-    m = manifest if isinstance(manifest, batch.Manifest) else batch.load_manifest(manifest, out)
-    root = Path(out).resolve() if out is not None else m.out
-    return m, root
 
 
-def _shared_paths(m: batch.Manifest, root: Path, jobs: Sequence[batch.JobOutcome]) -> list[str]:
-    """What every node must see: the manifest, OUT, and each job's teacher, data, target and .toml recipe."""
-    paths = {str(m.path.resolve()), str(root)}
-    for oc in jobs:
-        j = oc.job
-        paths.add(str(j.model))
-        for p in (j.data, j.target, j.recipe if str(j.recipe).endswith(".toml") else None):
-            if p is not None and os.sep in str(p):
-                paths.add(str(p))
-    return sorted(paths)
 
 
-def _missing(paths: Sequence[str]) -> list[str]:
-    """Of `paths`, those this machine cannot see (runs on the cluster's nodes)."""
-    return [p for p in paths if not os.path.exists(p)]
 
 
 # ====================================================================== Ray
@@ -180,7 +155,7 @@ def _check_feasible(ray, gpus: float, cpus: float) -> None:
                       f"{'; '.join(missing)}: lower the request or add nodes")
 
 
-def _check_visible(ray, m: batch.Manifest, root: Path, todo: Sequence[batch.JobOutcome]) -> None:
+def _check_visible(ray, m: Manifest, root: Path, todo: Sequence[JobOutcome]) -> None:
     """Every node must see the manifest folder, OUT and the jobs' files; ask each node (one tiny task each)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -188,7 +163,7 @@ def _check_visible(ray, m: batch.Manifest, root: Path, todo: Sequence[batch.JobO
     token = root / BATCH_DIR / f".probe-{uuid.uuid4().hex[:12]}"
     gio.atomic_write_text(token, "written by the ganzip batch driver; every node must see it\n")
     probe = ray.remote(_ray_probe)
-    paths = _shared_paths(m, root, todo)
+    paths = shared_paths(m, root, todo)
     try:
         refs = [probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                 .remote(paths, str(token)) for n in ray.nodes() if n.get("Alive")]
@@ -202,10 +177,10 @@ def _check_visible(ray, m: batch.Manifest, root: Path, todo: Sequence[batch.JobO
         token.unlink(missing_ok=True)
 
 
-def run_on_ray(manifest: str | os.PathLike | batch.Manifest, out: str | os.PathLike | None = None, *,
+def run_on_ray(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | None = None, *,
                address: str | None = None, gpus_per_job: float = 0, cpus_per_job: float = 1,
                latency: bool = True, latency_repeats: int = 5, latency_device: str = "cpu",
-               echo: Callable[[str], None] | None = None) -> batch.BatchResult:
+               echo: Callable[[str], None] | None = None) -> BatchResult:
     """Run every job of a manifest as a Ray task, then write the leaderboard.
 
     Args:
@@ -226,7 +201,7 @@ def run_on_ray(manifest: str | os.PathLike | batch.Manifest, out: str | os.PathL
         raise GanzipError(f"--gpus-per-job above 1 must be a whole number (one torchrun process each), got {gpus_per_job}")
     ray = _require("ray", "ray")
     m, root = _load(manifest, out)
-    outcomes, todo = batch.plan_jobs(m, root, say)
+    outcomes, todo = plan_jobs(m, root, say)
     if todo:
         started = _connect_ray(ray, address)
         try:
@@ -234,23 +209,23 @@ def run_on_ray(manifest: str | os.PathLike | batch.Manifest, out: str | os.PathL
             _check_visible(ray, m, root, todo)
             _run_ray_tasks(ray, root, todo, gpus_per_job, cpus_per_job, say)
         except KeyboardInterrupt:
-            batch.finish_batch(outcomes, root, m.path)  # what finished; the others resume next time
+            finish_batch(outcomes, root, m.path)  # what finished; the others resume next time
             raise
         finally:
             if started:
                 ray.shutdown()
     paths = _leaderboard(outcomes, root, m, latency, latency_repeats, latency_device)
-    return batch.BatchResult(manifest=m.path, out=root, jobs=outcomes, leaderboard=paths)
+    return BatchResult(manifest=m.path, out=root, jobs=outcomes, leaderboard=paths)
 
 
-def _run_ray_tasks(ray, root: Path, todo: Sequence[batch.JobOutcome], gpus: float, cpus: float,
+def _run_ray_tasks(ray, root: Path, todo: Sequence[JobOutcome], gpus: float, cpus: float,
                    say: Callable[[str], None]) -> None:
     nproc = int(gpus) if gpus >= 1 else 1
     # max_retries: Ray reruns a task whose worker or node died (never one that raised); the rerun resumes.
     task = ray.remote(_ray_job).options(num_cpus=cpus, num_gpus=gpus, max_retries=1)
     refs = {}
     for oc in todo:
-        batch._clean_batch_files(oc.folder)
+        clean_batch_files(oc.folder)
         refs[task.remote(str(write_job_file(oc.job, oc.folder, root)), nproc, cpus)] = oc
         say(f"[run]  {oc.job.name} as a Ray task ({cpus:g} CPU, {gpus:g} GPU; log: "
             f"{state_dir(root, oc.job.name) / WORKER_LOG})")
@@ -273,47 +248,6 @@ def _run_ray_tasks(ray, root: Path, todo: Sequence[batch.JobOutcome], gpus: floa
 
 # ====================================================================== SLURM
 
-
-_TIME_RE = re.compile(r"^(?:(?P<days>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
-
-
-def parse_time(text: str) -> int:
-    """A SLURM time limit in minutes (rounded up), from SLURM's forms.
-
-    HH:MM:SS, MM:SS, MM, D-HH, D-HH:MM, D-HH:MM:SS.
-
-    >>> parse_time("01:30:00"), parse_time("90"), parse_time("2-00:00:30")
-    (90, 90, 2881)
-    """
-    m = _TIME_RE.match(str(text).strip())
-    if m is None:
-        raise GanzipError(f"--time {text!r} is not a SLURM time: use HH:MM:SS (e.g. 04:00:00), MM, or D-HH:MM:SS")
-    a, b, c = (int(m[k]) if m[k] is not None else None for k in ("a", "b", "c"))
-    if m["days"] is not None:
-        hours, minutes, seconds = a, b or 0, c or 0
-        days = int(m["days"])
-    elif c is not None:
-        days, hours, minutes, seconds = 0, a, b, c
-    else:
-        days, hours, minutes, seconds = 0, 0, a, b or 0
-    if (m["days"] is not None or c is not None) and minutes >= 60 or seconds >= 60 or (m["days"] and hours >= 24):
-        raise GanzipError(f"--time {text!r}: minutes and seconds must be below 60 (hours below 24 after days-)")
-    total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-    if total <= 0:
-        raise GanzipError(f"--time {text!r} must be longer than zero")
-    return math.ceil(total / 60)
-
-
-def parse_slurm_opts(items: Sequence[str]) -> dict[str, str]:
-    """["mem=32G", "account=vision"] -> {"mem": "32G", "account": "vision"} (sbatch long options)."""
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = str(item).partition("=")
-        key = key.strip().lstrip("-")
-        if not sep or not re.match(r"^[a-z][a-z0-9-]*$", key):
-            raise GanzipError(f"--slurm-opt {item!r}: give KEY=VALUE with an sbatch long option, e.g. mem=32G")
-        out[key] = value.strip()
-    return out
 
 
 class SlurmTask:
@@ -345,7 +279,7 @@ class SlurmSubmission:
     out: Path
     array_id: str | None
     job_ids: dict[str, str] = field(default_factory=dict)
-    outcomes: list[batch.JobOutcome] = field(default_factory=list)
+    outcomes: list[JobOutcome] = field(default_factory=list)
 
 
 def _check_sbatch() -> None:
@@ -354,7 +288,7 @@ def _check_sbatch() -> None:
                           "a node that submits jobs (a login node), or use --launcher ray or the local launcher")
 
 
-def submit_slurm(manifest: str | os.PathLike | batch.Manifest, out: str | os.PathLike | None = None, *,
+def submit_slurm(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | None = None, *,
                  partition: str | None = None, time_limit: str | None = None, gpus_per_job: int = 0,
                  cpus_per_job: int | None = None, array_parallelism: int | None = None,
                  slurm_opts: Sequence[str] = (), echo: Callable[[str], None] | None = None) -> SlurmSubmission:
@@ -374,14 +308,14 @@ def submit_slurm(manifest: str | os.PathLike | batch.Manifest, out: str | os.Pat
     _check_sbatch()
     submitit = _require("submitit", "slurm")
     m, root = _load(manifest, out)
-    outcomes, todo = batch.plan_jobs(m, root, say)
+    outcomes, todo = plan_jobs(m, root, say)
     sub = SlurmSubmission(out=root, array_id=None, outcomes=outcomes)
     if not todo:
         _write_record(root, m, sub, [])
         return sub
     job_files = []
     for oc in todo:
-        batch._clean_batch_files(oc.folder)
+        clean_batch_files(oc.folder)
         job_files.append(str(write_job_file(oc.job, oc.folder, root)))
     executor = submitit.SlurmExecutor(folder=root / BATCH_DIR / "slurm" / "%j", max_num_timeout=10)
     params: dict[str, Any] = {"job_name": f"ganzip-{m.path.stem}", "time": None, "ntasks_per_node": 1,
@@ -420,7 +354,7 @@ def _sbatch_reason(exc: BaseException) -> str:
     return (match.group(1) if match else text)[:400] or type(exc).__name__
 
 
-def _write_record(root: Path, m: batch.Manifest, sub: SlurmSubmission, names: Sequence[str]) -> None:
+def _write_record(root: Path, m: Manifest, sub: SlurmSubmission, names: Sequence[str]) -> None:
     gio.atomic_write_json(root / BATCH_DIR / SLURM_RECORD, {
         "manifest": str(m.path), "array": sub.array_id, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "jobs": {n: sub.job_ids[n] for n in names},
@@ -461,7 +395,7 @@ def _squeue(job_ids: Sequence[str]) -> dict[str, str]:
 class JobStatus:
     """One job's state for ``--status``: its outcome (status, error), SLURM's id and state, its last log line."""
 
-    outcome: batch.JobOutcome
+    outcome: JobOutcome
     slurm_id: str | None = None
     queue_state: str | None = None
     last_line: str = ""
@@ -478,7 +412,7 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def job_statuses(manifest: str | os.PathLike | batch.Manifest, out: str | os.PathLike | None = None) -> list[JobStatus]:
+def job_statuses(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | None = None) -> list[JobStatus]:
     """Every job's state, from the files on disk and (for a SLURM submission) SLURM's queue.
 
     finished / skipped / failed / interrupted come from the job's folders,
@@ -494,11 +428,11 @@ def job_statuses(manifest: str | os.PathLike | batch.Manifest, out: str | os.Pat
     queue = _squeue(list(submitted.values()))
     out_list = []
     for job in m.jobs:
-        oc = batch.JobOutcome(job=job, status="pending", folder=root / job.name)
+        oc = JobOutcome(job=job, status="pending", folder=root / job.name)
         st = JobStatus(outcome=oc, slurm_id=submitted.get(job.name))
         sdir = state_dir(root, job.name)
         st.last_line = _last_line(sdir / WORKER_LOG)
-        state, message = batch._job_state(job, oc.folder)
+        state, message = job_state(job, oc.folder)
         if st.slurm_id is not None and st.slurm_id in queue:
             st.queue_state = queue[st.slurm_id]
             oc.status = "running" if st.queue_state in ("RUNNING", "COMPLETING") else "queued"
@@ -520,9 +454,9 @@ def job_statuses(manifest: str | os.PathLike | batch.Manifest, out: str | os.Pat
     return out_list
 
 
-def wait_slurm(manifest: str | os.PathLike | batch.Manifest, out: str | os.PathLike | None = None, *,
+def wait_slurm(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | None = None, *,
                poll_seconds: float = 15.0, latency: bool = True, latency_repeats: int = 5,
-               latency_device: str = "cpu", echo: Callable[[str], None] | None = None) -> batch.BatchResult:
+               latency_device: str = "cpu", echo: Callable[[str], None] | None = None) -> BatchResult:
     """Wait until no job of the submission is queued or running, then write the leaderboard from disk."""
     say = _say(echo)
     m, root = _load(manifest, out)
@@ -544,8 +478,8 @@ def wait_slurm(manifest: str | os.PathLike | batch.Manifest, out: str | os.PathL
         time.sleep(poll_seconds)
     outcomes = [st.outcome for st in statuses]
     paths = _leaderboard(outcomes, root, m, latency, latency_repeats, latency_device)
-    return batch.BatchResult(manifest=m.path, out=root, jobs=outcomes, leaderboard=paths)
+    return BatchResult(manifest=m.path, out=root, jobs=outcomes, leaderboard=paths)
 
 
-__all__ = ["JobStatus", "SlurmSubmission", "SlurmTask", "job_statuses", "parse_slurm_opts", "parse_time",
+__all__ = ["JobStatus", "apply_outcome", "SlurmSubmission", "SlurmTask", "job_statuses", "parse_slurm_opts", "parse_time",
            "run_on_ray", "submit_slurm", "wait_slurm"]

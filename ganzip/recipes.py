@@ -35,6 +35,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from .config import SECTIONS, RecipeConfig, coerce_value, config_from_dict, section_keys, valid_keys
 from .errors import GanzipError
+from .tomltext import toml_value as _toml_value
 
 ENTRY_POINT_GROUP = "ganzip.recipes"
 
@@ -280,20 +281,6 @@ def resolve_recipe(name: str | RecipeConfig = "crd", overrides: Iterable[str] = 
 
 
 # ---------------------------------------------------------------- output
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise GanzipError(f"cannot write {type(value).__name__} as TOML")
 
 
 def to_toml(cfg: RecipeConfig | dict) -> str:

@@ -3,7 +3,7 @@
 `ganzip train` is how the repository's demo teacher
 (``ganzip/assets/demo_teacher.safetensors``) is made, and how a user gets a
 teacher for their own built-in task or folder. There is no second training
-loop: the generator takes the *student* role of :func:`ganzip.engine.train`
+loop: the generator takes the *student* role of :func:`ganzip.training.loop.train`
 and the recipe (``scratch`` by default) has no term that reads a teacher.
 
 What the ``scratch`` recipe optimises (``docs/demo.md``):
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +35,26 @@ from typing import Any, Iterable, Mapping
 import torch
 import torch.nn as nn
 
+from . import data as gdata
+from . import formats
 from . import io as gio
-from .io import sha256_file
+from ._version import __version__
+from .devices import resolve_device
 from .errors import GanzipError
+from .io import sha256_file
+from .loading import build_arch, parse_arch_opts
+from .metrics.cost import count_macs, count_params, infer_in_channels
+from .metrics.fidelity import from_generator, psnr, ssim, summarize
+from .models import init_weights
+from .training.loop import train
+from .training.options import DataBundle, RunOptions
+from .training.outdir import finish_run, prepare_out, write_run_marker
+from .training.plan import plan_losses
+from .training.setup import build_discriminator, resolve_config
 
 TEACHER_FILE = "teacher.safetensors"
 PROVENANCE_FILE = "teacher.json"
-GENERATOR_FORMAT = "generator"
+GENERATOR_FORMAT = formats.GENERATOR
 GENERATOR_FORMAT_VERSION = "1"
 DEFAULT_RECIPE = "scratch"
 EVAL_SPLITS = ("test", "val")
@@ -109,16 +121,14 @@ def _opt_text(value: Any) -> str:
 
 def generator_metadata(model: nn.Module, extra: Mapping[str, Any] | None = None) -> dict[str, str]:
     """safetensors metadata of ganzip's ``generator`` format: the architecture spec and provenance."""
-    from . import __version__
-
     spec = getattr(model, "ganzip_spec", None)
     if not spec:
         raise GanzipError("this model has no architecture spec (build it with ganzip.models.create or --arch)")
     meta = {
-        "ganzip.format": GENERATOR_FORMAT,
-        "ganzip.format_version": GENERATOR_FORMAT_VERSION,
+        formats.FORMAT_KEY: GENERATOR_FORMAT,
+        formats.FORMAT_VERSION_KEY: GENERATOR_FORMAT_VERSION,
         "ganzip.arch_spec": json.dumps({"arch": spec["arch"], "opts": dict(spec.get("opts", {}))}, sort_keys=True),
-        "ganzip.version": __version__,
+        formats.VERSION_KEY: __version__,
     }
     for k, v in (extra or {}).items():
         meta[str(k)] = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
@@ -145,8 +155,6 @@ def eval_split(data: str, size: int, n: int | None = None):
 
     Returns ``(dataset, split)`` or ``(None, reason)``.
     """
-    from . import data as gdata
-
     last = "no test or val split"
     for split in EVAL_SPLITS:
         try:
@@ -165,8 +173,6 @@ def eval_split(data: str, size: int, n: int | None = None):
 @torch.no_grad()
 def ground_truth_metrics(model: nn.Module, dataset, *, batch_size: int = 16, device="cpu") -> dict:
     """PSNR (dB), SSIM and L1 of ``model(A)`` against the ground truth ``B`` (means over images)."""
-    from .metrics.fidelity import from_generator, psnr, ssim, summarize
-
     dev = torch.device(device)
     was = model.training
     model.eval()
@@ -195,10 +201,8 @@ def ground_truth_metrics(model: nn.Module, dataset, *, batch_size: int = 16, dev
 
 
 def _resolve(recipe: str, overrides: Iterable[str], *, size, steps, batch_size, seed, extra: Iterable[str] = ()):
-    from .engine import _resolve_config
-
-    return _resolve_config(recipe, list(extra) + list(overrides or ()), size=size, steps=steps, epochs=None,
-                           batch_size=batch_size, seed=seed)
+    return resolve_config(recipe, list(extra) + list(overrides or ()), size=size, steps=steps, epochs=None,
+                          batch_size=batch_size, seed=seed)
 
 
 def _user_sets(overrides: Iterable[str], key: str) -> bool:
@@ -207,9 +211,6 @@ def _user_sets(overrides: Iterable[str], key: str) -> bool:
 
 def build_fresh(arch: str, arch_opts: Mapping[str, Any] | None, seed: int) -> nn.Module:
     """The architecture with CycleGAN's N(0, 0.02) initialisation drawn from ``seed``."""
-    from .loading import build_arch
-    from .models import init_weights
-
     model = build_arch(arch, dict(arch_opts or {}))
     init_weights(model, generator=torch.Generator().manual_seed(int(seed)))
     return model
@@ -255,42 +256,71 @@ def train_teacher(
     network and the same network at its initialisation with the ground truth
     (paired data only; otherwise the reason is recorded).
     """
-    from . import data as gdata
-    from . import engine
-    from .devices import resolve_device
-    from .loading import parse_arch_opts
-    from .metrics.cost import count_macs, count_params, infer_in_channels
-
     opts_in = parse_arch_opts(arch_opts or ())
     out = Path(out)
     dev = resolve_device(device)
     overrides = list(overrides or ())
-    cfg = _resolve(recipe, overrides, size=size, steps=steps, batch_size=batch_size, seed=seed)
-    t = cfg.train
+    shortcuts = dict(size=size, steps=steps, batch_size=batch_size, seed=seed)
+    cfg, bundle, plan, first = _teacher_plan(recipe, overrides, shortcuts, data, n_train)
+    model, spec, D = _network(arch, opts_in, cfg, first, plan)
 
-    # ---- data: every training image (no held-out split: there is no teacher to compare with during training)
+    # ---- OUT (the engine's rules: fresh, resume, or refuse)
+    mode = prepare_out(out, resume=resume, overwrite=overwrite)
+    if mode == "fresh":
+        for name in (TEACHER_FILE, PROVENANCE_FILE):
+            (out / name).unlink(missing_ok=True)
+    command = train_command(spec["arch"], str(data), arch_opts=spec.get("opts"), recipe=recipe, overrides=overrides,
+                            out=out, **shortcuts)
+    fingerprint = {"kind": "train", "recipe": cfg.hash(), "arch": spec, "data": str(data), "n_train": n_train}
+    marker = {"recipe": cfg.name, "seed": cfg.train.seed, "arch": spec, "command": command}
+    write_run_marker(out, "running", marker)
+
+    run = RunOptions(out=out, device=dev, checkpoint_every=checkpoint_every, eval_every=0, log_every=log_every,
+                     resume=resume, overwrite=overwrite, quiet=quiet, max_steps=max_steps)
+    started = time.perf_counter()
+    cpu0 = time.process_time()
+    result = train(_NoTeacher(), model, D, bundle, cfg, run, plan, run_info={"mode": mode, "fingerprint": fingerprint})
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu0
+    model = result.student.cpu().eval()
+    model.ganzip_spec = spec
+    provenance = _provenance(command, spec, data, bundle, cfg, plan, result)
+    if result.steps < result.total_steps:
+        write_run_marker(out, "running", {**marker, "steps": result.steps})
+        return TeacherResult(out=out, path=None, provenance=provenance, model=model, steps=result.steps,
+                             total_steps=result.total_steps)
+    path = _save_finished(out, model, spec, data, cfg, dev, provenance, eval_images, seconds, cpu_seconds)
+    finish_run(out, {**marker, "steps": result.steps})
+    return TeacherResult(out=out, path=path, provenance=provenance, model=model, steps=result.steps,
+                         total_steps=result.total_steps)
+
+
+def _teacher_plan(recipe: str, overrides: list[str], shortcuts: dict, data, n_train):
+    """The recipe, every training image (no held-out split: no teacher to compare with) and the loss plan."""
+    cfg = _resolve(recipe, overrides, **shortcuts)
+    t = cfg.train
     ds = gdata.open_dataset(str(data), split="train", size=t.size, augment=t.augment, seed=t.seed, n=n_train)
     if len(ds) < t.batch_size:
         raise GanzipError(f"--data {data} has {len(ds)} training images, fewer than one batch of {t.batch_size}")
     first = ds[0]
     has_b = "B" in first
     paired = has_b and getattr(ds, "kind", None) == "paired"
-    extra = []
     if paired and not _user_sets(overrides, "discriminator.conditional"):
-        extra.append("discriminator.conditional=true")  # pix2pix judges (input, output) pairs
-    if extra:
-        cfg = _resolve(recipe, overrides, size=size, steps=steps, batch_size=batch_size, seed=seed, extra=extra)
-        t = cfg.train
-    bundle = engine.DataBundle(train=ds, holdout=None, paired=paired, has_b=has_b,
-                               description=f"{data} ({len(ds)} training images; {getattr(ds, 'kind', '?')})")
-    plan = engine.plan_losses(cfg, has_targets=has_b, paired=paired)
+        # pix2pix judges (input, output) pairs
+        cfg = _resolve(recipe, overrides, **shortcuts, extra=["discriminator.conditional=true"])
+    bundle = DataBundle(train=ds, holdout=None, paired=paired, has_b=has_b,
+                        description=f"{data} ({len(ds)} training images; {getattr(ds, 'kind', '?')})")
+    plan = plan_losses(cfg, has_targets=has_b, paired=paired)
     if plan.needs_teacher:
         raise GanzipError(
             f"recipe {cfg.name!r} distils from a teacher, but `ganzip train` trains without one: "
             "use --recipe scratch (or a recipe whose teacher terms are all 0)"
         )
+    return cfg, bundle, plan, first
 
-    # ---- the network and its discriminator
+
+def _network(arch: str, opts_in: dict, cfg, first: dict, plan):
+    """The freshly initialised network, its spec, and its discriminator (None when the plan has none)."""
+    t = cfg.train
     model = build_fresh(arch, opts_in, t.seed)
     spec = dict(model.ganzip_spec)
     in_ch = infer_in_channels(model)
@@ -298,30 +328,13 @@ def train_teacher(
         probe = model.eval()(first["A"][None])
     if probe.shape[-2:] != first["A"].shape[-2:]:
         raise GanzipError(f"{arch} maps a {t.size}x{t.size} image to {tuple(probe.shape[-2:])}: choose another --size or --arch")
-    D = engine.build_discriminator(cfg, in_ch, int(probe.shape[1]), t.seed) if plan.use_discriminator else None
+    D = build_discriminator(cfg, in_ch, int(probe.shape[1]), t.seed) if plan.use_discriminator else None
+    return model, spec, D
 
-    # ---- OUT (the engine's rules: fresh, resume, or refuse)
-    mode = engine.prepare_out(out, resume=resume, overwrite=overwrite)
-    if mode == "fresh":
-        for name in (TEACHER_FILE, PROVENANCE_FILE):
-            (out / name).unlink(missing_ok=True)
-    command = train_command(spec["arch"], str(data), arch_opts=spec.get("opts"), steps=steps, size=size,
-                            batch_size=batch_size, seed=seed, recipe=recipe, overrides=overrides, out=out)
-    fingerprint = {"kind": "train", "recipe": cfg.hash(), "arch": spec, "data": str(data), "n_train": n_train}
-    engine.write_run_marker(out, "running", {"recipe": cfg.name, "seed": t.seed, "arch": spec, "command": command})
 
-    run = engine.RunOptions(out=out, device=dev, checkpoint_every=checkpoint_every, eval_every=0,
-                            log_every=log_every, resume=resume, overwrite=overwrite, quiet=quiet,
-                            max_steps=max_steps)
-    started = time.perf_counter()
-    cpu0 = time.process_time()
-    result = engine.train(_NoTeacher(), model, D, bundle, cfg, run, plan,
-                          run_info={"mode": mode, "fingerprint": fingerprint})
-    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu0
-    model = result.student.cpu().eval()
-    model.ganzip_spec = spec
-
-    provenance = {
+def _provenance(command: str, spec: dict, data, bundle: DataBundle, cfg, plan, result) -> dict:
+    ds, t = bundle.train, cfg.train
+    return {
         "command": command,
         "arch": spec,
         "data": str(data),
@@ -338,14 +351,12 @@ def train_teacher(
         "total_steps": result.total_steps,
         "resumed_from": result.resumed_from,
     }
-    if result.steps < result.total_steps:
-        engine.write_run_marker(out, "running", {"recipe": cfg.name, "seed": t.seed, "arch": spec, "command": command,
-                                                 "steps": result.steps})
-        return TeacherResult(out=out, path=None, provenance=provenance, model=model, steps=result.steps,
-                             total_steps=result.total_steps)
 
-    from . import __version__
 
+def _save_finished(out: Path, model, spec: dict, data, cfg, dev, provenance: dict, eval_images, seconds: float,
+                   cpu_seconds: float) -> Path:
+    """Write teacher.safetensors and teacher.json (metrics on held-out images, cost, versions)."""
+    t = cfg.train
     path = save_generator(model, out / TEACHER_FILE, metadata={
         "ganzip.training": {k: provenance[k] for k in ("command", "data", "recipe", "recipe_hash", "seed", "size",
                                                         "batch_size", "steps")},
@@ -377,11 +388,7 @@ def train_teacher(
                             "in the last bits"),
     })
     gio.atomic_write_json(out / PROVENANCE_FILE, provenance)
-    shutil.rmtree(out / engine.CHECKPOINT_DIR, ignore_errors=True)  # the run is complete: its outputs replace it
-    engine.write_run_marker(out, "finished", {"recipe": cfg.name, "seed": t.seed, "arch": spec, "command": command,
-                                              "steps": result.steps})
-    return TeacherResult(out=out, path=path, provenance=provenance, model=model, steps=result.steps,
-                         total_steps=result.total_steps)
+    return path
 
 
 __all__ = ["TeacherResult", "train_teacher", "train_command", "save_generator", "generator_metadata",

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from ganzip import batch, models
+from ganzip.batch import runner, worker
 from ganzip.errors import GanzipError
 
 FAST = '["perceptual.weight=0", "crd.patch_size=16", "discriminator.ndf=8", "eval.max_images=4", "eval.samples=0"]'
@@ -162,24 +163,27 @@ def _job(tmp_path, **kw) -> batch.Job:
     return batch.Job(**base)
 
 
-def test_torchrun_argv_is_a_list_that_runs_ganzip_compress(tmp_path):
-    argv = batch.job_argv(_job(tmp_path), tmp_path / "out", "torchrun", nproc_per_node=4, python="/py")
-    assert argv[:7] == ["/py", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4", "-m"]
-    assert argv[7:10] == ["ganzip", "compress", str(tmp_path / "G.pth")]
-    pairs = dict(zip(argv[10::1], argv[11::1]))
-    assert pairs["--width"] == "0.25" and pairs["--arch"] == "resnet_6blocks" and pairs["--arch-opt"] == "ngf=8"
-    assert pairs["--set"] == "crd.weight=10" and pairs["--steps"] == "5" and pairs["--out"] == str(tmp_path / "out")
+def test_torchrun_runs_the_jobs_worker_which_reads_the_job_as_json(tmp_path):
+    job = _job(tmp_path)
+    argv = worker.worker_argv(tmp_path / "job.json", nproc=4, python="/py")
+    assert argv == ["/py", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4", "-m",
+                    "ganzip.jobrun", str(tmp_path / "job.json")]
+    job_file = worker.write_job_file(job, tmp_path / "out" / job.name, tmp_path / "out")
+    again = worker.job_from_dict(json.loads(job_file.read_text())["job"])
+    assert again == job and again.compress_kwargs(tmp_path) == job.compress_kwargs(tmp_path)
 
 
-def test_the_compress_cli_accepts_every_argument_a_job_builds(tmp_path):
-    from ganzip.cli import main
+def test_compress_accepts_every_keyword_a_job_builds(tmp_path):
+    import inspect
 
-    args = _job(tmp_path, target=tmp_path, seed=3, batch_size=2, checkpoint_every=0, eval_every=0).compress_args(tmp_path)
-    ctx = main.make_context("ganzip", ["compress"] + args)  # parses only; nothing runs
-    sub = main.get_command(ctx, "compress")
-    params = sub.make_context("compress", args).params
-    assert params["width"] == 0.25 and params["steps"] == 5 and params["overrides"] == ("crd.weight=10",)
-    assert params["arch_opts"] == ("ngf=8",) and params["seed"] == 3 and params["quiet"]
+    from ganzip.engine import compress
+
+    job = _job(tmp_path, target=tmp_path, seed=3, batch_size=2, checkpoint_every=0, eval_every=0)
+    kwargs = job.compress_kwargs(tmp_path)
+    bound = inspect.signature(compress).bind(str(job.model), **kwargs)  # binds only; nothing runs
+    assert bound.arguments["width"] == 0.25 and bound.arguments["steps"] == 5
+    assert bound.arguments["overrides"] == ["crd.weight=10"] and bound.arguments["seed"] == 3
+    assert bound.arguments["arch_opts"] == {"ngf": 8}  # typed values, never strings parsed again
 
 
 def test_workers_are_pinned_to_gpu_groups():
@@ -202,18 +206,22 @@ def test_jobs_spread_over_gpus_one_at_a_time_per_worker(tmp_path, monkeypatch):
     running: dict[str, str] = {}
     seen: list[tuple[str, str]] = []
 
-    def fake_run(argv, env_extra, folder):  # stands in for the `python -m ganzip compress` process
+    def fake_launch(job_file, nproc=1, threads=None, env_extra=None):  # stands in for the worker process
+        name = json.loads(Path(job_file).read_text())["job"]["name"]
         gpu = env_extra["CUDA_VISIBLE_DEVICES"]
         with lock:
             assert gpu not in running.values(), "two jobs on one GPU"
-            running[folder.name] = gpu
-            seen.append((folder.name, gpu))
+            running[name] = gpu
+            seen.append((name, gpu))
         time.sleep(0.05)
         with lock:
-            del running[folder.name]
-        return (0 if folder.name != "j3" else 2), ("" if folder.name != "j3" else "error: broken on purpose\n")
+            del running[name]
+        if name == "j3":
+            return {"status": "failed", "error": {"type": "GanzipError", "message": "broken on purpose",
+                                                  "line": "broken on purpose", "traceback_file": None}}
+        return {"status": "finished", "seconds": 0.05}
 
-    monkeypatch.setattr(batch, "_run_subprocess", fake_run)
+    monkeypatch.setattr(runner, "launch", fake_launch)
     events: list[str] = []
     result = batch.run_batch(m, tmp_path / "out", gpus="0,1", latency=False, echo=events.append)
     started = [e.split()[1] for e in events if e.startswith("[run]")]
@@ -233,19 +241,12 @@ def test_an_unexpected_exception_is_recorded_with_its_type_and_traceback(tmp_pat
         if job.name == "a":
             raise RuntimeError("CUDA error: device-side assert triggered")
 
-    monkeypatch.setattr(batch, "_run_inprocess", boom)
+    monkeypatch.setattr(runner, "_run_inprocess", boom)
     result = batch.run_batch(m, tmp_path / "out", latency=False)
     assert result.jobs[0].error == "RuntimeError: CUDA error: device-side assert triggered"
     assert result.jobs[1].status == "finished"  # the batch went on
     text = (tmp_path / "out" / "a" / "error.txt").read_text()
     assert "Traceback (most recent call last)" in text and 'raise RuntimeError("CUDA error' in text
-
-
-def test_a_process_failure_yields_its_one_line_error():
-    assert batch.error_from_output(2, "loading...\nerror: no such file: G.pth\n") == "no such file: G.pth"
-    out = "Traceback (most recent call last):\n  File x\nRuntimeError: CUDA out of memory\n"
-    assert batch.error_from_output(1, out) == "RuntimeError: CUDA out of memory"
-    assert batch.error_from_output(-9, "") == "exit code -9: no output"
 
 
 # ---------------------------------------------------------------- running (the issue's "done when")
@@ -330,8 +331,8 @@ def test_the_leaderboard_is_written_as_markdown_and_csv(first_run):
 def test_running_again_skips_finished_jobs_and_retries_the_failed_one(first_run, monkeypatch):
     root, manifest, first, _ = first_run
     ran: list[str] = []
-    real = batch._run_inprocess
-    monkeypatch.setattr(batch, "_run_inprocess", lambda job, folder, quiet: (ran.append(job.name), real(job, folder, quiet)))
+    real = runner._run_inprocess
+    monkeypatch.setattr(runner, "_run_inprocess", lambda job, folder, quiet: (ran.append(job.name), real(job, folder, quiet)))
     again = batch.run_batch(manifest, root / "out", latency=False)
     assert ran == ["broken"]
     assert [oc.status for oc in again.jobs] == ["skipped", "skipped", "failed"]
@@ -393,7 +394,7 @@ def test_dry_run_lists_jobs_and_their_commands(first_run, cli):
     res = cli("batch", manifest, "--dry-run", "--launcher", "torchrun", "--nproc-per-node", 2)
     assert res.exit_code == 0, res.stderr
     assert "3 job(s)" in res.stdout
-    assert "-m torch.distributed.run --standalone --nproc-per-node 2 -m ganzip compress" in res.stdout
+    assert "-m torch.distributed.run --standalone --nproc-per-node 2 -m ganzip.jobrun" in res.stdout
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")

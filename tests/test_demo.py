@@ -16,6 +16,7 @@ from PIL import Image
 
 from ganzip import assets, demo
 from ganzip.errors import AssetMissingError, GanzipError
+from ganzip.imaging import LABEL_BAND
 from ganzip.student import load_student
 
 
@@ -196,7 +197,8 @@ def test_sample_grid_has_a_column_per_model(result, report_json):
     size = report_json["data"]["size"]
     columns = 3 + len(RECIPES)  # input, ground truth, teacher, students
     assert img.size[0] == columns * size
-    assert img.size[1] % size == 0 and img.size[1] >= size
+    band = 2 * LABEL_BAND  # the caption naming the split, then a label over each column
+    assert (img.size[1] - band) % size == 0 and img.size[1] >= size + band
 
 
 def test_timing_is_recorded(report_json):

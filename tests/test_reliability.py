@@ -208,15 +208,15 @@ def test_a_kill_between_a_checkpoint_and_its_log_loses_no_log_rows(cli, teacher_
     # is saved, before train_log.csv is rewritten. Defect: engine._train's checkpoint() saves the
     # checkpoint first and the log second, so the resumed run's log silently lacks rows 1..N.
     # Fix: write the log before save_checkpoint (the resume reads only rows <= the checkpoint's step).
-    from ganzip import engine
+    from ganzip.training import trainlog
 
-    real = engine._write_log
+    real = trainlog.write_log
 
     def die_once(path, rows):
-        monkeypatch.setattr(engine, "_write_log", real)
+        monkeypatch.setattr(trainlog, "write_log", real)
         raise KeyboardInterrupt  # stands in for SIGKILL at this exact point
 
-    monkeypatch.setattr(engine, "_write_log", die_once)
+    monkeypatch.setattr(trainlog, "write_log", die_once)
     out = tmp_path / "o"
     args = ["compress", teacher_file, "--data", data_dir, "--out", out, *RUN, "--steps", "4",
             "--checkpoint-every", "2", "--eval-every", "0", "--log-every", "1"]

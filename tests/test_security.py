@@ -372,6 +372,7 @@ def test_an_unfinished_run_checkpoints_as_safetensors_and_json_only(teacher_file
 
 def test_manifest_paths_are_resolved_and_passed_as_single_arguments(teacher_file, data_dir, tmp_path, monkeypatch):
     from ganzip import batch
+    from ganzip.batch import worker
 
     weird = tmp_path / "m" / "w $(touch PWNED); `touch PWNED2` & x.safetensors"
     weird.parent.mkdir()
@@ -388,16 +389,20 @@ def test_manifest_paths_are_resolved_and_passed_as_single_arguments(teacher_file
     )
     seen = []
 
-    def fake_run(argv, **kwargs):
-        seen.append((argv, kwargs))
-        return subprocess.CompletedProcess(argv, 2, stdout="error: not run in this test\n")
+    class FakeWorker:  # stands in for the worker process: records how it would start, records no outcome
+        def __init__(self, argv, **kwargs):
+            seen.append((argv, kwargs))
 
-    monkeypatch.setattr(batch.subprocess, "run", fake_run)
+        def wait(self, timeout=None):
+            return 2
+
+    monkeypatch.setattr(worker.subprocess, "Popen", FakeWorker)
     monkeypatch.chdir(tmp_path / "m")
     batch.run_batch(tmp_path / "m" / "job.toml", tmp_path / "runs", launcher="subprocess", latency=False)
     assert len(seen) == 1
     argv, kwargs = seen[0]
     assert isinstance(argv, list) and not kwargs.get("shell", False)
-    assert argv[:4] == [sys.executable, "-m", "ganzip", "compress"]
-    assert argv[4] == str(weird.resolve())  # resolved, absolute, one argument
+    job_file = Path(argv[-1])
+    assert argv[-4:] == [sys.executable, "-m", "ganzip.jobrun", str(job_file)]
+    assert json.loads(job_file.read_text())["job"]["model"] == str(weird.resolve())  # resolved, absolute, data
     assert not list(tmp_path.rglob("PWNED*"))

@@ -16,8 +16,8 @@ from .common import echo_json
                    "pinned with CUDA_VISIBLE_DEVICES.")
 @click.option("--launcher", type=click.Choice(["auto", "inprocess", "subprocess", "torchrun", "ray", "slurm"]),
               default="auto", show_default=True,
-              help="How each job runs: in this process, as `python -m ganzip compress`, under "
-                   "`torchrun --nproc-per-node N`, as a Ray task, or as a task of a SLURM job array. "
+              help="How each job runs: in this process, in a worker process (`python -m ganzip.jobrun`), "
+                   "under `torchrun --nproc-per-node N`, as a Ray task, or as a task of a SLURM job array. "
                    "auto: inprocess, or subprocess with --gpus.")
 @click.option("--nproc-per-node", type=int, default=1, show_default=True, help="Processes per job with --launcher torchrun.")
 @click.option("--address", default=None, metavar="auto|HOST:PORT|ray://HOST:PORT",
@@ -41,7 +41,7 @@ from .common import echo_json
               help="Timed forward passes per model for the leaderboard (0: no latency).")
 @click.option("--latency-device", default="cpu", show_default=True, metavar="cpu|cuda|auto",
               help="Where the leaderboard's latencies are measured.")
-@click.option("--dry-run", is_flag=True, help="Check the manifest and list the jobs (and their commands) without running them.")
+@click.option("--dry-run", is_flag=True, help="Check the manifest and list the jobs (the compress call or worker command of each) without running them.")
 @click.option("--progress", is_flag=True, help="Show the jobs' progress bars (in-process runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the leaderboard rows as JSON.")
 @click.option("--trust-code", is_flag=True,
@@ -75,26 +75,29 @@ def batch_cmd(manifest, out, gpus, launcher, nproc_per_node, address, gpus_per_j
       ganzip batch experiments.toml --status
       ganzip batch experiments.toml --wait
     """
-    from ..batch import job_argv, load_manifest, parse_gpus, plan_workers, run_batch
+    from ..batch import load_manifest, run_batch
+    from ..batch.cluster import check_flags
+    from ..batch.runner import dry_run_lines
+    from ..launchers import job_statuses, run_on_ray, submit_slurm, wait_slurm
 
-    _check_flags(launcher, gpus, address, gpus_per_job, cpus_per_job, partition, time_limit, array_parallelism,
-                 slurm_opts, wait, show_status)
+    check_flags(launcher, gpus, address, gpus_per_job, cpus_per_job, partition, time_limit, array_parallelism,
+                slurm_opts, wait, show_status)
     m = load_manifest(manifest, out, trust_code=trust_code)
     say = lambda line: click.echo(line, err=True)  # noqa: E731
     if show_status:
-        _print_status(m, out)
+        _print_status(job_statuses(m, out))
         return
-    if launcher == "ray" and not dry_run:
-        from ..launchers import run_on_ray
-
+    if dry_run and not wait:
+        for line in dry_run_lines(m, launcher, gpus=gpus, nproc_per_node=nproc_per_node, gpus_per_job=gpus_per_job):
+            click.echo(line)
+        return
+    if launcher == "ray":
         result = run_on_ray(m, out, address=address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job or 1,
                             latency=latency_repeats > 0, latency_repeats=latency_repeats,
                             latency_device=latency_device, echo=say)
         _print_result(result, as_json)
         return
-    if launcher == "slurm" and not dry_run or wait:
-        from ..launchers import submit_slurm, wait_slurm
-
+    if launcher == "slurm" or wait:
         if launcher == "slurm":
             sub = submit_slurm(m, out, partition=partition, time_limit=time_limit, gpus_per_job=gpus_per_job,
                                cpus_per_job=cpus_per_job, array_parallelism=array_parallelism,
@@ -107,67 +110,13 @@ def batch_cmd(manifest, out, gpus, launcher, nproc_per_node, address, gpus_per_j
                             latency_device=latency_device, echo=say)
         _print_result(result, as_json)
         return
-    if dry_run and launcher in ("ray", "slurm"):
-        from ..jobrun import state_dir, worker_argv
-
-        click.echo(f"{len(m.jobs)} job(s) from {m.path} into {m.out}; each a {launcher} "
-                   f"{'task' if launcher == 'ray' else 'array task'} running:")
-        for job in m.jobs:
-            argv = worker_argv(state_dir(m.out, job.name) / "job.json", max(1, gpus_per_job))
-            click.echo(f"- {job.name} (line {job.line}): {' '.join(_quote(a) for a in argv)}")
-        return
-    if dry_run:
-        gpu_list = parse_gpus(gpus)
-        mode = launcher if launcher != "auto" else ("subprocess" if gpu_list else "inprocess")
-        workers = plan_workers(gpu_list, nproc_per_node if mode == "torchrun" else 1)
-        click.echo(f"{len(m.jobs)} job(s) from {m.path} into {m.out}; "
-                   f"{len(workers)} worker(s){' pinned to ' + ' | '.join(w['CUDA_VISIBLE_DEVICES'] for w in workers) if gpu_list else ''}")
-        for job in m.jobs:
-            folder = m.out / job.name
-            if mode == "inprocess":
-                command = "ganzip compress " + " ".join(_quote(a) for a in job.compress_args(folder))
-            else:
-                command = " ".join(_quote(a) for a in job_argv(job, folder, mode, nproc_per_node))
-            click.echo(f"- {job.name} (line {job.line}): {command}")
-            if job.arch and ":" in job.arch:
-                click.echo(f"  warning: runs code from {job.arch} (allowed by --trust-code)")
-        return
     result = run_batch(m, out, gpus=gpus, launcher=launcher, nproc_per_node=nproc_per_node,
                        latency=latency_repeats > 0, latency_repeats=latency_repeats, latency_device=latency_device,
                        quiet=not progress, echo=say, trust_code=trust_code)
     _print_result(result, as_json)
 
 
-def _check_flags(launcher, gpus, address, gpus_per_job, cpus_per_job, partition, time_limit, array_parallelism,
-                 slurm_opts, wait, show_status) -> None:
-    """Cluster flags belong to their launcher; say so instead of ignoring one."""
-    from ..errors import GanzipError
-    from ..launchers import parse_slurm_opts, parse_time
-
-    if launcher in ("ray", "slurm") and gpus:
-        raise GanzipError(f"--gpus pins local GPUs; with --launcher {launcher} give --gpus-per-job instead")
-    if address and launcher != "ray":
-        raise GanzipError("--address is for --launcher ray")
-    slurm_only = {"--partition": partition, "--time": time_limit, "--array-parallelism": array_parallelism,
-                  "--slurm-opt": slurm_opts or None}
-    for flag, value in slurm_only.items():
-        if value is not None and launcher != "slurm":
-            raise GanzipError(f"{flag} is for --launcher slurm")
-    if (gpus_per_job or cpus_per_job) and launcher not in ("ray", "slurm"):
-        raise GanzipError("--gpus-per-job and --cpus-per-job are for --launcher ray or slurm")
-    if wait and launcher not in ("auto", "slurm"):
-        raise GanzipError("--wait follows a SLURM submission: use it alone or with --launcher slurm")
-    if show_status and wait:
-        raise GanzipError("give --status or --wait, not both")
-    if time_limit is not None:
-        parse_time(time_limit)
-    parse_slurm_opts(slurm_opts)
-
-
-def _print_status(m, out) -> None:
-    from ..launchers import job_statuses
-
-    statuses = job_statuses(m, out)
+def _print_status(statuses) -> None:
     width = max(len(st.outcome.job.name) for st in statuses)
     counts: dict[str, int] = {}
     for st in statuses:
@@ -194,8 +143,3 @@ def _print_result(result, as_json: bool) -> None:
     if result.failed or stopped:
         raise SystemExit(1)
 
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(str(arg))

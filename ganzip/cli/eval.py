@@ -23,7 +23,8 @@ from .common import device_option, echo_json, model_options
               help="Precomputed FID statistics (keys mu, sigma), e.g. a published horse2zebra_B.npz.")
 @click.option("--split", default=None, help="Dataset split to evaluate (default: test, else val).")
 @click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True)
-@click.option("--size", type=int, default=256, show_default=True, help="Image side the models run at.")
+@click.option("--size", type=int, default=None,
+              help="Image side the models run at (default: the student's training size from its metadata, else 256).")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--max-images", type=int, default=None, help="Evaluate only the first N images.")
 @device_option
@@ -64,8 +65,13 @@ def eval_cmd(student, teacher, arch, arch_opts, trust_pickle, data, target, real
       ganzip eval student.safetensors --data datasets/edges2shoes --json
     """
     from ..evaluation import evaluate
+    from ..report_tables import terminal_summary
+    from ..sizing import resolve_size
 
     command = "ganzip " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+    size, size_warning = resolve_size(student, size)
+    if size_warning:
+        click.echo(f"warning: {size_warning}", err=True)
     result = evaluate(student, teacher=teacher, data=data, target=target, size=size, batch_size=batch_size,
                       device=device, out=out, inception_weights=inception_weights, alexnet_weights=lpips_weights,
                       real_stats=real_stats, offline=offline, progress=not quiet, max_images=max_images,
@@ -75,28 +81,5 @@ def eval_cmd(student, teacher, arch, arch_opts, trust_pickle, data, target, real
     if as_json:
         echo_json(result.to_dict())
         return
-    click.echo(format_eval(result.to_dict()))
+    click.echo(terminal_summary(result.to_dict(), printed={size_warning}))
 
-
-def format_eval(report: dict) -> str:
-    """A terminal summary: Table 1, the other metrics, warnings and where the reports are."""
-    from ..report import TABLE1_HEADER, metric_rows, table1_rows
-
-    lines = []
-    for w in report.get("warnings") or []:
-        lines.append(f"warning: {w}")
-    if lines:
-        lines.append("")
-    lines.append(_columns([TABLE1_HEADER] + table1_rows(report)))
-    rows = metric_rows(report)
-    if rows:
-        lines += ["", _columns([["metric", "teacher", "student"]] + rows)]
-    paths = report.get("paths") or {}
-    if paths.get("report_html"):
-        lines += ["", f"report: {paths['report_html']}"]
-    return "\n".join(lines)
-
-
-def _columns(rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

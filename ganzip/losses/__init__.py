@@ -8,7 +8,9 @@
   adversarial term against the online discriminator (spec §3).
 * :class:`PixelLoss` — L1 / L2.
 
-Recipes name losses through a small registry::
+Recipes name loss *terms* through ``ganzip.losses.registry`` (:class:`TermSpec`,
+:func:`register_term`; ganzip's own terms are in ``ganzip.losses.builtin``). The
+plain module factories are also named in a small registry::
 
     from ganzip.losses import build_loss
     crd = build_loss("crd", patch_size=32)
@@ -24,6 +26,8 @@ from .adversarial import GAN_MODES, GANLoss, frozen
 from .crd import GRANULARITIES, CRDLoss, RelationalLoss, RKDInstanceLoss, crd_slices, relational_loss
 from .perceptual import PerceptualLoss, gram_matrix
 from .pixel import PixelLoss
+from .registry import DataFacts, TermContext, TermInputs, TermSpec, get_term, register_term, terms, unregister_term
+from .builtin import crd_patch_size
 
 _LOSSES: dict[str, Callable[..., nn.Module]] = {}
 
@@ -69,4 +73,6 @@ __all__ = [
     "CRDLoss", "RelationalLoss", "RKDInstanceLoss", "relational_loss", "crd_slices", "GRANULARITIES",
     "PerceptualLoss", "gram_matrix", "GANLoss", "GAN_MODES", "frozen", "PixelLoss",
     "register_loss", "build_loss", "list_losses",
+    "DataFacts", "TermContext", "TermInputs", "TermSpec", "get_term", "register_term", "terms", "unregister_term",
+    "crd_patch_size",
 ]
