@@ -124,6 +124,7 @@ class DiscriminatorConfig:
     conditional: bool = False  # pix2pix-style D on cat(input, image); needs aligned pairs
     arch: str = "patchgan"
     ndf: int = 64
+    width: float = 1.0  # D's channels relative to ndf: ndf_used = round(ndf * width) (GCC: a weaker D for a small G)
     n_layers: int = 3
     norm: str = "instance"
     lr: float = 2e-4
@@ -339,6 +340,7 @@ def _check_ranges(cfg: RecipeConfig) -> None:
         (cfg.crd.patch_size >= 0, "crd.patch_size must be >= 0 (0: output side / 8, the paper's 32 at 256 px)"),
         (cfg.discriminator.lr > 0, "discriminator.lr must be > 0"),
         (cfg.discriminator.ndf >= 1 and cfg.discriminator.n_layers >= 0, "discriminator.ndf >= 1 and n_layers >= 0"),
+        (cfg.discriminator.width > 0, "discriminator.width must be > 0 (a fraction of discriminator.ndf)"),
         (0 < cfg.eval.holdout < 1, "eval.holdout must be a fraction in (0, 1)"),
         (cfg.eval.max_images >= 1, "eval.max_images must be >= 1"),
         (cfg.eval.samples >= 0, "eval.samples must be >= 0"),

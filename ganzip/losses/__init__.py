@@ -28,6 +28,7 @@ from .perceptual import PerceptualLoss, gram_matrix
 from .pixel import PixelLoss
 from .registry import DataFacts, TermContext, TermInputs, TermSpec, get_term, register_term, terms, unregister_term
 from .builtin import crd_patch_size
+from . import feature_terms  # noqa: F401  (registers gc_feature, kernel_alignment and [features] after the built-ins)
 
 _LOSSES: dict[str, Callable[..., nn.Module]] = {}
 

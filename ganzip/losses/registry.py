@@ -42,13 +42,14 @@ class DataFacts:
 
 @dataclass(frozen=True)
 class TermContext:
-    """What a term's builder may read: the recipe, the loss plan, the output side, offline, the device."""
+    """What a term's builder may read: the recipe, the loss plan, the output side, offline, the device, the taps."""
 
     cfg: Any  # ganzip.config.RecipeConfig
     plan: Any  # ganzip.training.plan.LossPlan
     out_side: int | None  # side of the generator's outputs (None: not known before the first step)
     offline: bool
     device: torch.device | None = None
+    taps: tuple = ()  # the resolved feature taps (ganzip.features.Tap) when an active term uses features
 
 
 @dataclass

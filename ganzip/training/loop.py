@@ -22,6 +22,7 @@ import torch.nn as nn
 from .. import distributed as ddp
 from ..config import RecipeConfig
 from ..errors import GanzipError, NonFiniteLossError, in_stage
+from ..features import FeatureTaps
 from ..progress import progress_bar
 from . import state as st
 from . import trainlog
@@ -31,6 +32,7 @@ from .options import DataBundle, RunOptions
 from .outdir import CHECKPOINT_DIR, TRAIN_LOG, fingerprint_diff
 from .plan import LossPlan
 from .step import TermModules, autocast, deterministic, discriminator_terms, flag, student_terms
+from .taps import feature_terms, print_taps, run_taps
 
 
 @dataclass
@@ -51,6 +53,7 @@ class TrainResult:
     step_seconds: list[float] = field(default_factory=list, repr=False)  # per optimisation step, this process
     assets: list[dict] = field(default_factory=list)  # pretrained files the losses used (path, sha256)
     selection: dict | None = None  # Selection.describe() of the metric that picked the student; None: no hold-out
+    taps: list[dict] = field(default_factory=list)  # the feature taps (layer, teacher/student shapes); [] unused
 
 
 @dataclass
@@ -119,8 +122,11 @@ class _Run:
         t = cfg.train
         self.channels_last = flag(t.channels_last, device)
         self.mem = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.losses = TermModules(cfg, plan, opts.offline, out_side=data.out_side, device=device).to(device)
+        self.taps = run_taps(cfg, plan, teacher, student)  # [] (and no hook at all) unless a term reads features
+        self.losses = TermModules(cfg, plan, opts.offline, out_side=data.out_side, device=device,
+                                  taps=self.taps).to(device)
         self._place_models(teacher, student, discriminator)
+        self.feature_taps = FeatureTaps(self.teacher, self.student, self.taps) if self.taps else None
         self.order = BatchOrder(len(data.train), t.batch_size, t.seed, env)
         self.total = cfg.total_steps(self.order.steps_per_epoch)
         self.stop_at = self.total if opts.max_steps is None else min(self.total, opts.max_steps)
@@ -288,7 +294,8 @@ class _Run:
         """One optimisation step: (term names, their values averaged over ranks, how many are the student's, lr)."""
         env, D = self.env, self.D
         x, real = self._batch(step, batch)
-        terms, s_out, t_out = student_terms(self.losses, self.plan, self.student, self.teacher, D, x, real, self.amp)
+        terms, s_out, t_out = student_terms(self.losses, self.plan, self.student, self.teacher, D, x, real, self.amp,
+                                            self.feature_taps)
         loss_s = sum(terms.values())
         self.opt_s.zero_grad(set_to_none=True)
         loss_s.backward()
@@ -380,6 +387,10 @@ class _Run:
                            file=sys.stderr, desc=f"compress {self.cfg.name}", unit="step")
         loader = Loader(self.data.train, self.order, opts.workers, t.seed + env.rank,
                         pin=self.device.type == "cuda")
+        if self.feature_taps is not None:
+            self.feature_taps.attach()
+            if env.is_main and not opts.quiet:
+                print_taps(self.taps, feature_terms(self.plan))
         try:
             for step, batch in loader.iterate(p.start, self.stop_at):
                 step_started = time.perf_counter()
@@ -403,6 +414,8 @@ class _Run:
             bar.close()
             if tb is not None:
                 tb.close()
+            if self.feature_taps is not None:  # the student leaves without hooks (saved, evaluated, exported)
+                self.feature_taps.remove()
         return self._result()
 
     def _result(self) -> TrainResult:
@@ -419,6 +432,7 @@ class _Run:
             step_seconds=self.step_seconds,
             assets=list(self.losses.asset_records) + ([sel.asset] if sel is not None and sel.asset else []),
             selection=sel.describe() if sel is not None else None,
+            taps=[tap.describe() for tap in self.taps],
         )
 
 

@@ -71,6 +71,8 @@ def _run_description(out, cfg, result: TrainResult, bundle, plan, warnings_, run
         "round_to": fingerprint["round_to"], "world_size": run_info["world_size"],
         "seconds": round(result.seconds, 2), "assets": result.assets,
     }
+    if result.taps:
+        training["feature_taps"] = result.taps
     paths = {"student": str(student_path), "student_last": str(out / STUDENT_LAST), "train_log": str(out / TRAIN_LOG)}
     if samples_path is not None:
         paths["samples"] = str(samples_path)

@@ -100,11 +100,16 @@ def open_training_data(data, target, cfg: RecipeConfig, *, in_channels: int = 3,
                       warnings=notes, out_side=out_side)
 
 
+def discriminator_ndf(d) -> int:
+    """D's base width: ``discriminator.ndf`` scaled by ``discriminator.width``, at least 1."""
+    return max(1, int(round(d.ndf * d.width)))
+
+
 def build_discriminator(cfg: RecipeConfig, in_channels: int, out_channels: int, seed: int) -> nn.Module:
     """The online PatchGAN D, freshly initialised (N(0, 0.02), seeded)."""
     d = cfg.discriminator
     input_nc = out_channels + (in_channels if d.conditional else 0)
-    D = create(d.arch, input_nc=input_nc, ndf=d.ndf, n_layers=d.n_layers, norm=d.norm)
+    D = create(d.arch, input_nc=input_nc, ndf=discriminator_ndf(d), n_layers=d.n_layers, norm=d.norm)
     init_weights(D, generator=torch.Generator().manual_seed(seed + 7))
     return D
 

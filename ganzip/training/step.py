@@ -12,13 +12,14 @@ What a step does (spec sections 3 and 5; ``docs/training.md``):
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 
 from ..config import RecipeConfig
 from ..errors import GanzipError
+from ..features import FeatureTaps, Tap
 from ..losses.adversarial import GANLoss, frozen
 from ..losses.registry import TermContext, TermInputs, get_term, terms
 from .plan import LossPlan
@@ -58,9 +59,9 @@ class TermModules(nn.Module):
     """
 
     def __init__(self, cfg: RecipeConfig, plan: LossPlan, offline: bool, out_side: int | None = None,
-                 device: torch.device | None = None):
+                 device: torch.device | None = None, taps: Sequence[Tap] = ()):
         super().__init__()
-        ctx = TermContext(cfg=cfg, plan=plan, out_side=out_side, offline=offline, device=device)
+        ctx = TermContext(cfg=cfg, plan=plan, out_side=out_side, offline=offline, device=device, taps=tuple(taps))
         self.order = [spec.name for spec in terms() if spec.name in plan.weights]
         self.sized = out_side is not None  # else: sized from the first outputs
         self.asset_records: list[dict] = []
@@ -89,10 +90,14 @@ class TermModules(nn.Module):
 
 
 def student_terms(losses: TermModules, plan: LossPlan, student: nn.Module, teacher: nn.Module, D: nn.Module | None,
-                  x: torch.Tensor, real: torch.Tensor | None, amp: Callable):
-    """The student's weighted terms for batch ``x``: ``(terms, student_out, teacher_out)``."""
+                  x: torch.Tensor, real: torch.Tensor | None, amp: Callable, taps: FeatureTaps | None = None):
+    """The student's weighted terms for batch ``x``: ``(terms, student_out, teacher_out)``.
+
+    With ``taps`` the two forwards record the tapped features, which reach the terms as ``TermInputs.features``.
+    """
     out: dict[str, torch.Tensor] = {}
-    with amp():
+    recording = taps.recording() if taps is not None else contextlib.nullcontext()
+    with recording, amp():
         # a copy each: some generators (RCAN) scale their input in place
         s_out = student(x.clone())
         t_out = None
@@ -103,7 +108,8 @@ def student_terms(losses: TermModules, plan: LossPlan, student: nn.Module, teach
     t32 = t_out.float() if t_out is not None else None
     if not losses.sized:  # a DataBundle built by hand does not say the output side
         losses.fit_output_side(int(s32.shape[-1]))
-    inputs = TermInputs(x=x, student_out=s32, teacher_out=t32, real=real, student=student, autocast=amp)
+    inputs = TermInputs(x=x, student_out=s32, teacher_out=t32, real=real, student=student, autocast=amp,
+                        features=taps.pairs() if taps is not None else None)
     for name in losses.order:
         weight = plan.weights[name]
         if name == "adversarial":  # the student against D, frozen: D's parameters get no gradient
