@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     seeds = sorted({r.seed for r in runs})
     present = [lb for lb in labels if any(r.label == lb for r in runs)]
     report = {"tables": [{"title": "per-seed", "header": [], "rows": []}]}
-    demo._add_seed_tables(report, runs, present, max(seeds) + 1)
+    demo.add_seed_tables(report, runs, present, max(seeds) + 1)
     for table in report["tables"][1:]:
         print(markdown(table))
     done = {(r.label, r.seed) for r in runs}

@@ -8,6 +8,7 @@ and run again. `bench/demo_seeds_table.py OUT` then prints mean ± std over seed
 with the first label, from those folders, with ganzip.demo's own code.
 
     python bench/recipes_table.py OUT --steps 200 --seeds 0 1 2 --only gc-feature cat-ka crd-ka
+    python bench/recipes_table.py OUT --pair kd-pixel+inherit:kd-pixel crd+D0.5:crd   # paired differences only
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ganzip import demo, engine
+from ganzip import demo, demo_seeds, engine
 from ganzip.evaluation import evaluate
 
 ANCHOR = f"kd_pixel.weight={demo.ANCHOR_WEIGHT:g}"  # as the demo: without VGG-16, crd gets an L1 anchor
@@ -66,6 +67,33 @@ def train_and_measure(label: str, seed: int, out: Path, steps: int, batch_size: 
     print(f"{label}@s{seed}: {seconds:.0f} s, best step {tr.best_step}", flush=True)
 
 
+def _seed_means(out: Path, label: str) -> dict[int, dict]:
+    found = {}
+    for folder in out.glob(f"{label}@s*"):
+        if folder.name.rsplit("@s", 1)[0] == label and (folder / "report.json").is_file():
+            found[int(folder.name.rsplit("@s", 1)[1])] = json.loads((folder / "report.json").read_text())["metrics"]
+    return found
+
+
+def print_pairs(out: Path, pairs: list[str]) -> None:
+    """Markdown rows ``A − B`` over the seeds both have (demo_seeds.paired_differences: mean ± std, paired t, p)."""
+    print("| difference | metric | seeds | mean ± std | paired t | p | spread A, B |")
+    print("|---|---|---|---|---|---|---|")
+    for pair in pairs:
+        a_label, b_label = pair.split(":")
+        a, b = _seed_means(out, a_label), _seed_means(out, b_label)
+        seeds = sorted(set(a) & set(b))
+        for header, key, _ in demo_seeds.SEED_METRICS:
+            va = [demo_seeds.metric_mean(a[s]["student"], key) for s in seeds]
+            vb = [demo_seeds.metric_mean(b[s]["student"], key) for s in seeds]
+            if len(seeds) < 2 or None in va + vb:
+                continue
+            r = demo_seeds.paired_differences(va, vb)
+            d = r["diff"]
+            print(f"| {a_label} − {b_label} | {header} | {len(seeds)} | {d['mean']:+.4g} ± {d['std']:.3g} | "
+                  f"{r['t']:.2f} | {r['p']:.3f} | {r['spread_a']:.3g}, {r['spread_b']:.3g} |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
@@ -75,7 +103,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--only", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--pair", nargs="+", metavar="A:B", help="print paired differences A − B and train nothing")
     args = ap.parse_args(argv)
+    if args.pair:
+        print_pairs(args.out, args.pair)
+        return 0
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     marker = args.out / demo.MARKER
