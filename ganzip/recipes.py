@@ -33,6 +33,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from . import losses as _losses  # noqa: F401  (registers the loss terms' sections: gc_feature, features...)
 from .config import SECTIONS, RecipeConfig, coerce_value, config_from_dict, section_keys, valid_keys
 from .errors import GanzipError
 from .tomltext import toml_value as _toml_value

@@ -230,3 +230,15 @@ def test_gc_feature_under_torchrun_keeps_the_ranks_identical(data_dir, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     a, b = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_feature_recipes_resolve_in_a_fresh_process_without_importing_the_losses_first():
+    import subprocess
+    import sys
+
+    code = ("from ganzip.recipes import resolve_recipe\n"
+            "cfg = resolve_recipe('cat-ka')\n"
+            "print(cfg.section('kernel_alignment').weight, cfg.section('features').layers)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["1.0", "['auto']"]
