@@ -11,7 +11,7 @@ import torch
 from .. import io as gio
 from ..evaluation import evaluate as run_evaluation
 from ..metrics.cost import compare, profile_model
-from ..report import environment_info, now_iso, write_reports
+from ..report import compose, write_reports
 from ..student import load_student, read_student_metadata, save_student
 from .holdout import sample_grid, selection_text
 from .loop import TrainResult
@@ -102,17 +102,13 @@ def _final_evaluation(out, cfg, student_path, teacher, data, target, extra, devi
 
 
 def _cost_only_report(cfg, student, teacher, device, extra: dict) -> dict:
-    """The report of a run on in-memory data: cost and the run's account, no image metrics.
-
-    (The one place compress composes a report itself: ``ganzip.report`` is to compose it.)
-    """
+    """The report of a run on in-memory data: cost and the run's account, no image metrics."""
     size = cfg.train.size
     cost = {"size": size, "device": "cpu",
             "student": profile_model(student, size=size, device="cpu", latency=False),
             "teacher": profile_model(teacher.cpu(), size=size, device="cpu", latency=False)}
     cost["ratios"] = compare(cost["teacher"], cost["student"], keys=("macs", "params"))
-    return {"schema_version": 1, "created": now_iso(), "cost": cost, "metrics": {}, "assets": [],
-            "versions": environment_info(device), **extra}
+    return compose(None, {"cost": cost, "metrics": {}, "assets": []}, device=device, extra=extra)
 
 
 __all__ = ["write_outputs"]

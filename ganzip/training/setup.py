@@ -12,6 +12,7 @@ from ..config import RecipeConfig
 from ..errors import GanzipError
 from ..models import create, init_weights
 from ..recipes import resolve_recipe
+from ..imaging import output_geometry
 from .options import DataBundle
 
 def module_sha256(model: nn.Module) -> str:
@@ -134,22 +135,3 @@ def _d_runs(D: nn.Module, channels: int, size: int) -> bool:
         return True
     except (ValueError, RuntimeError):
         return False
-
-
-def output_geometry(model: nn.Module, in_channels: int, size: int) -> tuple[int, int, int]:
-    """(output channels, output side, scale) of a generator on ``size``-px square inputs.
-
-    The scale is the whole factor by which the output side exceeds the input
-    side (1 for image-to-image translation, 2 or 4 for super-resolution).
-    """
-    with torch.no_grad():
-        p = next(model.parameters(), None)
-        kw = {} if p is None else {"device": p.device, "dtype": p.dtype}
-        y = model.eval()(torch.zeros(1, in_channels, size, size, **kw))
-    c, h, w = (int(v) for v in y.shape[1:])
-    if h != w or h % size:
-        raise GanzipError(
-            f"the model maps {size}x{size} images to {h}x{w}: ganzip trains generators whose square output is a "
-            f"whole multiple of the input side (1x, 2x, 4x...); check --size"
-        )
-    return c, h, h // size
