@@ -33,8 +33,9 @@ from .. import assets
 from ..errors import GanzipError
 from ..io import atomic_write_bytes
 from .images import IMAGE_EXTENSIONS, list_images, read_image, to_uint8
-from .inception import (BLOCK_INDEX_BY_DIM,  # noqa: F401  (names kept importable from here) PROTOCOL_VERSION, InceptionFeatures, build_inception, load_inception,
-                        make_random_inception_weights)
+from .inception import (  # noqa: F401  (BLOCK_INDEX_BY_DIM, PROTOCOL_VERSION: kept importable from here)
+    BLOCK_INDEX_BY_DIM, PROTOCOL_VERSION, InceptionFeatures, build_inception, load_inception,
+    make_random_inception_weights)
 from .kid import kernel_inception_distance
 from .warnings import MetricWarning, _warn, collect_warnings
 
