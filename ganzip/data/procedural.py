@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..errors import GanzipError
+from ..io import atomic_write_bytes, atomic_write_json, png_bytes
 
 MIN_SIZE = 64
 MAX_SIZE = 256
@@ -492,13 +493,7 @@ class ProceduralDataset(Dataset):
 
 
 def _png_bytes(arr: np.ndarray) -> bytes:
-    import io as _io
-
-    from PIL import Image
-
-    buf = _io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=3)
-    return buf.getvalue()
+    return png_bytes(arr, compress_level=3)  # level 3 keeps the bytes of the datasets ganzip wrote before
 
 
 DATA_MARKER = "ganzip-data.json"
@@ -529,8 +524,6 @@ def make_dataset(
     """
     from tqdm import tqdm
 
-    from ..io import atomic_write_bytes, atomic_write_json
-
     task = get_task(name)
     size, seed = check_size(size), _check_seed(seed)
     n = int(n)
@@ -539,14 +532,7 @@ def make_dataset(
     if n < 1 or n_test < 0 or n_val < 0:
         raise GanzipError(f"need n >= 1 and n_test, n_val >= 0 (got n={n}, n_test={n_test}, n_val={n_val})")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise GanzipError(f"{out} exists and is not a folder: choose another output folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise GanzipError(f"{out} already exists and is not empty: choose a new folder or pass --overwrite")
-        if not (out / DATA_MARKER).is_file():
-            raise GanzipError(f"{out} holds files that ganzip data make did not write: --overwrite replaces only "
-                              "a dataset ganzip made; choose a new folder")
+    _check_out(out, overwrite)
 
     if task.kind == "paired":
         plan = [("train", n), ("val", n_val), ("test", n_test)]
@@ -557,24 +543,10 @@ def make_dataset(
     total = sum(k for _, k in plan)
     # Marked incomplete until the last image is on disk: a run cut short (a full disk, a kill) is refused on use.
     atomic_write_json(out / DATA_MARKER, {"task": task.name, "complete": False})
-    chunk = max(1, _PIXELS_PER_CHUNK // (size * size))
     bar = tqdm(total=total, desc=f"{task.name}", unit="img", disable=not progress)
     files = 0
     for split, count in plan:
-        for lo in range(0, count, chunk):
-            idx = list(range(lo, min(count, lo + chunk)))
-            imgs = generate(task.name, idx, size, seed, split)
-            A = imgs["A"].permute(0, 2, 3, 1).numpy()
-            B = imgs["B"].permute(0, 2, 3, 1).numpy()
-            for j, i in enumerate(idx):
-                if task.kind == "paired":
-                    atomic_write_bytes(out / split / f"{i:05d}.png", _png_bytes(np.concatenate([A[j], B[j]], axis=1)))
-                    files += 1
-                else:
-                    atomic_write_bytes(out / f"{split}A" / f"{i:05d}.png", _png_bytes(A[j]))
-                    atomic_write_bytes(out / f"{split}B" / f"{i:05d}.png", _png_bytes(B[j]))
-                    files += 2
-            bar.update(len(idx))
+        files += _write_split(task, out, split, count, size, seed, bar)
         counts[split] = count
     bar.close()
     summary = {
@@ -591,3 +563,36 @@ def make_dataset(
     atomic_write_json(out / DATA_MARKER, summary)
     summary["seconds"] = round(time.perf_counter() - start, 3)
     return summary
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an output that is a file, or a non-empty folder unless `overwrite` and ganzip made it."""
+    if out.exists() and not out.is_dir():
+        raise GanzipError(f"{out} exists and is not a folder: choose another output folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise GanzipError(f"{out} already exists and is not empty: choose a new folder or pass --overwrite")
+        if not (out / DATA_MARKER).is_file():
+            raise GanzipError(f"{out} holds files that ganzip data make did not write: --overwrite replaces only "
+                              "a dataset ganzip made; choose a new folder")
+
+
+def _write_split(task: Task, out: Path, split: str, count: int, size: int, seed: int, bar) -> int:
+    """Render and write one split's `count` images, a chunk at a time; returns the number of files written."""
+    chunk = max(1, _PIXELS_PER_CHUNK // (size * size))
+    files = 0
+    for lo in range(0, count, chunk):
+        idx = list(range(lo, min(count, lo + chunk)))
+        imgs = generate(task.name, idx, size, seed, split)
+        A = imgs["A"].permute(0, 2, 3, 1).numpy()
+        B = imgs["B"].permute(0, 2, 3, 1).numpy()
+        for j, i in enumerate(idx):
+            if task.kind == "paired":
+                atomic_write_bytes(out / split / f"{i:05d}.png", _png_bytes(np.concatenate([A[j], B[j]], axis=1)))
+                files += 1
+            else:
+                atomic_write_bytes(out / f"{split}A" / f"{i:05d}.png", _png_bytes(A[j]))
+                atomic_write_bytes(out / f"{split}B" / f"{i:05d}.png", _png_bytes(B[j]))
+                files += 2
+        bar.update(len(idx))
+    return files
