@@ -12,7 +12,6 @@ without torch-pruning.
 """
 from __future__ import annotations
 
-
 import copy
 
 import torch
