@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..recipes import list_recipes, recipe_info, resolve_recipe, to_json, to_toml
 from . import main
 
 
@@ -23,8 +24,6 @@ def recipes_cmd(ctx):
     """
     if ctx.invoked_subcommand is not None:
         return
-    from ..recipes import list_recipes, recipe_info
-
     infos = [recipe_info(name) for name in list_recipes()]
     width = max(len(i["name"]) for i in infos)
     for info in infos:
@@ -44,7 +43,5 @@ def show_cmd(name, overrides, fmt):
       ganzip recipes show crd --set train.steps=2000 > my-crd.toml
       ganzip compress model.pth --arch resnet_9blocks --recipe my-crd.toml --data DIR
     """
-    from ..recipes import resolve_recipe, to_json, to_toml
-
     cfg = resolve_recipe(name, overrides)
     click.echo(to_toml(cfg) if fmt == "toml" else to_json(cfg), nl=False)
