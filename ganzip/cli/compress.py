@@ -20,6 +20,9 @@ from .common import device_option, model_options
               help="Training images: trainA/trainB, A/B, A|B pairs, a flat folder, or builtin:NAME.")
 @click.option("--target", default=None, metavar="DIR",
               help="Real target-domain images for the discriminator when --data has no B domain.")
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True,
+              help="BtoA swaps the dataset's A and B (A|B halves, trainA/trainB): for CycleGAN's G_B "
+                   "or a BtoA pix2pix model (facades label2photo).")
 @click.option("--size", type=int, default=None, help="Training image side (default: the recipe's, 256).")
 @click.option("--steps", type=int, default=None, help="Optimisation steps (overrides the recipe's epochs).")
 @click.option("--epochs", type=int, default=None, help="Epochs over the training images (default: the recipe's, 100).")
@@ -47,9 +50,9 @@ from .common import device_option, model_options
 @click.option("--vgg-weights", type=click.Path(dir_okay=False), default=None,
               help="VGG-16 weights for the perceptual loss (same as --set perceptual.weights=FILE).")
 @click.option("--offline", is_flag=True, help="Never download pretrained files (VGG-16, Inception).")
-def compress_cmd(model, arch, arch_opts, trust_pickle, width, recipe, data, target, size, steps, epochs, batch_size,
-                 overrides, out, in_channels, device, seed, init, round_to, checkpoint_every, eval_every, log_every, workers,
-                 no_resume, overwrite, tensorboard, quiet, vgg_weights, offline):
+def compress_cmd(model, arch, arch_opts, trust_pickle, width, recipe, data, target, direction, size, steps, epochs,
+                 batch_size, overrides, out, in_channels, device, seed, init, round_to, checkpoint_every, eval_every,
+                 log_every, workers, no_resume, overwrite, tensorboard, quiet, vgg_weights, offline):
     """Distil MODEL into a student with WIDTH of its channels, following a recipe.
 
     Runs the recipe's losses (CRD by default: content-relationship
@@ -64,6 +67,7 @@ def compress_cmd(model, arch, arch_opts, trust_pickle, width, recipe, data, targ
       ganzip compress G.pth --arch unet_256 --arch-opt norm=batch --recipe crd-paired --data edges2shoes
       ganzip compress G.pth --arch resnet_9blocks --data builtin:solid2striped --size 64 --steps 2000 \\
           --set perceptual.weight=0
+      ganzip compress latest_net_G_B.pth --arch resnet_9blocks --data datasets/horse2zebra --direction BtoA
       torchrun --nproc-per-node 4 -m ganzip compress G.pth --arch resnet_9blocks --data DIR
     """
     from ..engine import compress
@@ -76,6 +80,7 @@ def compress_cmd(model, arch, arch_opts, trust_pickle, width, recipe, data, targ
         device=device, seed=seed, init=init, round_to=round_to, checkpoint_every=checkpoint_every,
         eval_every=eval_every, log_every=log_every, workers=workers, resume=not no_resume, overwrite=overwrite,
         tensorboard=tensorboard, quiet=quiet, offline=offline, in_channels=in_channels,
+        **({} if direction == "AtoB" else {"direction": direction}),  # engine plumbing: see test_direction
     )
     if result.student_path is None:  # ranks other than 0 under torchrun
         return
