@@ -50,9 +50,9 @@ from .common import device_option, model_options
 @click.option("--vgg-weights", type=click.Path(dir_okay=False), default=None,
               help="VGG-16 weights for the perceptual loss (same as --set perceptual.weights=FILE).")
 @click.option("--offline", is_flag=True, help="Never download pretrained files (VGG-16, Inception).")
-def compress_cmd(model, arch, arch_opts, trust_pickle, width, recipe, data, target, direction, size, steps, epochs,
-                 batch_size, overrides, out, in_channels, device, seed, init, round_to, checkpoint_every, eval_every,
-                 log_every, workers, no_resume, overwrite, tensorboard, quiet, vgg_weights, offline):
+def compress_cmd(model, arch, arch_opts, trust_pickle, width, recipe, data, target, size, steps, epochs, batch_size,
+                 overrides, out, in_channels, device, seed, init, round_to, checkpoint_every, eval_every, log_every, workers,
+                 no_resume, overwrite, tensorboard, quiet, vgg_weights, offline, direction):
     """Distil MODEL into a student with WIDTH of its channels, following a recipe.
 
     Runs the recipe's losses (CRD by default: content-relationship
@@ -67,7 +67,6 @@ def compress_cmd(model, arch, arch_opts, trust_pickle, width, recipe, data, targ
       ganzip compress G.pth --arch unet_256 --arch-opt norm=batch --recipe crd-paired --data edges2shoes
       ganzip compress G.pth --arch resnet_9blocks --data builtin:solid2striped --size 64 --steps 2000 \\
           --set perceptual.weight=0
-      ganzip compress latest_net_G_B.pth --arch resnet_9blocks --data datasets/horse2zebra --direction BtoA
       torchrun --nproc-per-node 4 -m ganzip compress G.pth --arch resnet_9blocks --data DIR
     """
     from ..engine import compress
