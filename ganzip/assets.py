@@ -99,7 +99,7 @@ register_asset(AssetSpec(
     sha256="397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
     url="https://download.pytorch.org/models/vgg16-397923af.pth",
     size=553_433_881,
-    description="torchvision VGG-16 ImageNet weights (perceptual loss, spec section 4)",
+    description="torchvision VGG-16 ImageNet weights (the perceptual loss)",
     flag="--vgg-weights",
     hash_note="torchvision IMAGENET1K_V1; the 8 digits in the file name are the hash prefix",
 ))

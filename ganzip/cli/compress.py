@@ -20,6 +20,9 @@ from .common import device_option, model_options
               help="Training images: trainA/trainB, A/B, A|B pairs, a flat folder, or builtin:NAME.")
 @click.option("--target", default=None, metavar="DIR",
               help="Real target-domain images for the discriminator when --data has no B domain.")
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True,
+              help="BtoA swaps the dataset's A and B (A|B halves, trainA/trainB): for CycleGAN's G_B "
+                   "or a BtoA pix2pix model (facades label2photo).")
 @click.option("--size", type=int, default=None, help="Training image side (default: the recipe's, 256).")
 @click.option("--steps", type=int, default=None, help="Optimisation steps (overrides the recipe's epochs).")
 @click.option("--epochs", type=int, default=None, help="Epochs over the training images (default: the recipe's, 100).")
@@ -49,7 +52,7 @@ from .common import device_option, model_options
 @click.option("--offline", is_flag=True, help="Never download pretrained files (VGG-16, Inception).")
 def compress_cmd(model, arch, arch_opts, trust_pickle, width, recipe, data, target, size, steps, epochs, batch_size,
                  overrides, out, in_channels, device, seed, init, round_to, checkpoint_every, eval_every, log_every, workers,
-                 no_resume, overwrite, tensorboard, quiet, vgg_weights, offline):
+                 no_resume, overwrite, tensorboard, quiet, vgg_weights, offline, direction):
     """Distil MODEL into a student with WIDTH of its channels, following a recipe.
 
     Runs the recipe's losses (CRD by default: content-relationship
@@ -76,6 +79,7 @@ def compress_cmd(model, arch, arch_opts, trust_pickle, width, recipe, data, targ
         device=device, seed=seed, init=init, round_to=round_to, checkpoint_every=checkpoint_every,
         eval_every=eval_every, log_every=log_every, workers=workers, resume=not no_resume, overwrite=overwrite,
         tensorboard=tensorboard, quiet=quiet, offline=offline, in_channels=in_channels,
+        **({} if direction == "AtoB" else {"direction": direction}),  # engine plumbing: see test_direction
     )
     if result.student_path is None:  # ranks other than 0 under torchrun
         return

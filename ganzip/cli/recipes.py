@@ -13,7 +13,8 @@ def recipes_cmd(ctx):
     """List the recipes `ganzip compress --recipe` accepts.
 
     A recipe is a TOML file of loss weights and training settings (see
-    docs/recipes.md). Built-in presets live in recipes/*.toml; installed
+    docs/recipes.md). The built-in presets ship inside the package (this
+    list; `ganzip recipes show NAME > my.toml` copies one to edit); installed
     packages add more through the `ganzip.recipes` entry-point group.
 
     \b

@@ -162,7 +162,7 @@ def folder_statistics(folder: str | os.PathLike, extractor: InceptionFeatures, b
 
 
 def statistics_of(source: str | os.PathLike, extractor: InceptionFeatures, batch_size: int = 50,
-                  progress: bool = True, cache: bool = True) -> Statistics:
+                  progress: bool = True, cache: bool = True, num_workers: int | None = None) -> Statistics:
     """Statistics of a folder, or read from a .npz statistics file."""
     source = Path(source)
     if source.suffix == ".npz" and not source.is_dir():
@@ -176,7 +176,8 @@ def statistics_of(source: str | os.PathLike, extractor: InceptionFeatures, batch
         return stats
     if not source.exists():
         raise GanzipError(f"{source}: no such folder or .npz statistics file")
-    return folder_statistics(source, extractor, batch_size=batch_size, progress=progress, cache=cache)
+    return folder_statistics(source, extractor, batch_size=batch_size, progress=progress, cache=cache,
+                             num_workers=num_workers)
 
 
 # ---------------------------------------------------------------- the distance
@@ -253,13 +254,15 @@ class FIDResult:
 def compute_fid(a: str | os.PathLike, b: str | os.PathLike, *, weights: str | os.PathLike | None = None,
                 dims: int = 2048, batch_size: int = 50, device: str = "auto", kid: bool = False,
                 progress: bool = True, offline: bool | None = None, cache: bool = True,
-                extractor: InceptionFeatures | None = None) -> FIDResult:
+                extractor: InceptionFeatures | None = None, num_workers: int | None = None) -> FIDResult:
     """FID (and optionally KID) between two folders, or a folder and a .npz statistics file."""
     notes: list[str] = []
     with collect_warnings(notes):
         extractor = extractor or load_inception(weights, dims=dims, device=device, offline=offline)
-        sa = statistics_of(a, extractor, batch_size=batch_size, progress=progress, cache=cache)
-        sb = statistics_of(b, extractor, batch_size=batch_size, progress=progress, cache=cache)
+        sa = statistics_of(a, extractor, batch_size=batch_size, progress=progress, cache=cache,
+                           num_workers=num_workers)
+        sb = statistics_of(b, extractor, batch_size=batch_size, progress=progress, cache=cache,
+                           num_workers=num_workers)
         value = fid_from_stats(sa, sb)
         kid_mean = kid_std = None
         if kid:
