@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping, TextIO
 import torch
 from torch import nn
 
+from .errors import GanzipError
 from .data import is_builtin, resolve_layout
 from .metrics.cost import count_macs, count_params, format_macs, format_params, ratio
 
@@ -88,10 +89,20 @@ def model_summary(model: nn.Module, size: int, in_channels: int) -> dict:
 
     The global random stream is left as it was (counting MACs draws a random
     input), so composing the plan does not change the trained weights.
+    A model whose MACs cannot be counted (torchprofile cannot trace it) gets
+    ``None`` and the reason: the plan never stops a run that could train.
     """
+    info: dict[str, Any] = {"macs": None, "params": count_params(model), "first_layer": None}
     with torch.random.fork_rng(devices=[]):
-        return {"macs": count_macs(model, size, in_channels), "params": count_params(model),
-                "first_layer": first_layer(model, size, in_channels)}
+        try:
+            info["macs"] = count_macs(model, size, in_channels)
+        except GanzipError as exc:
+            info["macs_error"] = str(exc)[:120]
+        try:
+            info["first_layer"] = first_layer(model, size, in_channels)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            info["first_layer_error"] = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+    return info
 
 
 def steps_summary(cfg, *, n_train: int, steps_per_epoch: int, total_steps: int, world_size: int = 1) -> dict:
@@ -205,8 +216,9 @@ def out_text(out: Path, mode: str, cleared: bool, resumed: tuple[int, int | None
 
 
 def _cost_line(t: dict, s: dict, size: int) -> str:
-    line = (f"MACs at {size}x{size} {format_macs(t['macs'])} -> {format_macs(s['macs'])} ({ratio(t['macs'], s['macs']):.1f}x fewer), "
-            f"params {format_params(t['params'])} -> {format_params(s['params'])} "
+    macs = (f"MACs at {size}x{size} {format_macs(t['macs'])} -> {format_macs(s['macs'])} "
+            f"({ratio(t['macs'], s['macs']):.1f}x fewer)" if t["macs"] and s["macs"] else "MACs not countable")
+    line = (f"{macs}, params {format_params(t['params'])} -> {format_params(s['params'])} "
             f"({ratio(t['params'], s['params']):.1f}x fewer)")
     ft, fs = t["first_layer"], s["first_layer"]
     if ft and fs:
