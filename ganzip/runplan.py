@@ -191,6 +191,12 @@ def selection_split(bundle, cfg, selection=None) -> dict:
     return {"images": n, "used": used, "metric": metric, "text": text}
 
 
+def selection_warning(selection) -> str | None:
+    """The engine's warning when ``eval.select = auto`` fell back to a weaker metric (same words)."""
+    sel = selection.describe() if hasattr(selection, "describe") else selection
+    return f"student selection: {sel['reason']}" if sel and sel.get("fallback") else None
+
+
 def read_checkpoint_step(state_json: str | Path) -> tuple[int, int | None] | None:
     """(step, total steps) of the checkpoint a run resumes from, or None when it cannot be read."""
     try:
@@ -259,7 +265,7 @@ def compose_plan(*, cfg, teacher: nn.Module, student: nn.Module, plan, bundle, s
     ev = evaluation_split(data, evaluate)
     where = out_text(Path(out), mode, cleared, resumed, total_steps)
     warns = list(dict.fromkeys(warnings))  # in order, once each
-    for extra in (anchor_warning(plan), ev.get("warning")):
+    for extra in (anchor_warning(plan), ev.get("warning"), selection_warning(selection)):
         if extra and extra not in warns:
             warns.append(extra)
     procs = f", {world_size} processes" if world_size > 1 else ""

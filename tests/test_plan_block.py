@@ -262,7 +262,7 @@ def compressed(tmp_path_factory, teacher_file, data_dir):
     out = tmp / "run"
     res = CliRunner().invoke(main, ["compress", str(teacher_file), "--arch", "resnet_6blocks", "--arch-opt", "ngf=4",
                                     "--data", str(data_dir), "--out", str(out), "--inception-weights", str(inception),
-                                    *_FAST], obj={"debug": False})
+                                    *[a for a in _FAST if a != "--quiet"]], obj={"debug": False})
     assert res.exit_code == 0, (res.stdout, res.stderr, res.exception)
     return {"out": out, "stderr": res.stderr, "inception": inception,
             "report": json.loads((out / "report.json").read_text())}
@@ -279,10 +279,14 @@ wired_at_merge = pytest.mark.skipif(not WIRED, reason="wired at merge: engine ca
 @wired_at_merge
 def test_compress_prints_the_plan_before_step_1_and_records_it(compressed):
     err = compressed["stderr"]
-    assert "warning:" not in err.split("the plan before step 1")[0]  # nothing printed before the block
+    assert "the plan before step 1" in err
+    before_training = err.split("step 1/2")[0] if "step 1/2" in err else err.split("student:")[0]
     plan = compressed["report"]["plan"]
     assert plan["steps"]["total"] == 2 and plan["losses"]["active"]["kd_pixel"] == 25.0
-    assert all(err.count(f"warning: {w}") == 1 for w in plan["warnings"])  # said once, before training
+    assert plan["evaluation_split"]["split"] == "train"  # data_dir has trainA/trainB only
+    assert plan["warnings"] and all(err.count(f"warning: {w}") == 1 for w in plan["warnings"])  # once each
+    assert all(f"warning: {w}" in before_training for w in plan["warnings"])
+    assert "student selection: default fell back to PSNR" in " ".join(plan["warnings"])
 
 
 @pytest.mark.skipif("real_stats" not in inspect.signature(engine.compress).parameters,
