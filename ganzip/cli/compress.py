@@ -104,7 +104,7 @@ def compress_cmd(model, arch, arch_opts, trust_pickle, width, recipe, data, targ
         if warning not in printed:
             click.echo(f"warning: {warning}", err=True)
     t = result.train
-    if t.resumed_from is not None and not (result.report or {}).get("plan"):
+    if t.resumed_from is not None:  # the plan block said it too, before step 1 (not with --quiet)
         click.echo(f"resumed from the checkpoint at step {t.resumed_from} of {t.total_steps}", err=True)
     best = ""
     if t.best_step and t.selection:
