@@ -38,6 +38,7 @@ from .fid_reference import Reference as _Reference
 from .fid_reference import reference_stats as _reference_stats
 from .fid_reference import rgb3 as _rgb3
 from .fid_reference import round_uint8 as _round_uint8
+from .data.eval_split import training_split_warning
 from .imaging import display_rgb, output_geometry
 from .loading import check_image_model, load_generator
 from .metrics import fid as fidm
@@ -311,6 +312,9 @@ def _open_data(req: EvalRequest, dev, s_model, t_model, notes: list[str]) -> _Se
     split = req.split
     if split is None:
         split = "test" if is_builtin(data) else resolve_layout(data).eval_split
+    warning = training_split_warning(data, split)
+    if warning is not None:
+        notes.append(warning)
     dataset = None
     if req.target is not None and scale > 1 and not is_builtin(data) and resolve_layout(data).kind == "plain":
         # --data LR_DIR --target HR_DIR: the HR images are the ground truth (matched by file name)

@@ -1,4 +1,4 @@
-"""The plan block a compress run prints before step 1 (ganzip.runplan), the crd-novgg recipe, and
+"""The plan block a compress run prints before step 1 (ganzip.training.runplan), the crd-novgg recipe, and
 what an earlier run leaves in OUT (ganzip.leftovers).
 
 Models have random weights made here; data is a few random PNGs. The numbers in the
@@ -22,7 +22,7 @@ from ganzip import engine, rundir
 from ganzip import distributed as ddp
 from ganzip.leftovers import carry_latencies, clear_exports, export_leftovers
 from ganzip.recipes import resolve_recipe
-from ganzip.runplan import (NO_VGG_RECIPE, anchor_warning, compose_plan, emit, evaluation_split, model_summary,
+from ganzip.training.runplan import (NO_VGG_RECIPE, anchor_warning, compose_plan, emit, evaluation_split, model_summary,
                             printed_warnings, read_checkpoint_step, steps_summary)
 
 
@@ -273,7 +273,7 @@ def test_inception_weights_reach_selection_and_the_final_evaluation(compressed):
 
 
 WIRED = "plan" in engine.CompressResult.__dataclass_fields__
-wired_at_merge = pytest.mark.skipif(not WIRED, reason="wired at merge: engine calls ganzip.runplan (issue 18)")
+wired_at_merge = pytest.mark.skipif(not WIRED, reason="wired at merge: engine calls ganzip.training.runplan (issue 18)")
 
 
 @wired_at_merge

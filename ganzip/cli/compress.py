@@ -82,7 +82,7 @@ def compress_cmd(model, arch, arch_opts, trust_pickle, width, recipe, data, targ
       torchrun --nproc-per-node 4 -m ganzip compress G.pth --arch resnet_9blocks --data DIR
     """
     from ..engine import compress
-    from ..runplan import printed_warnings
+    from ..training.runplan import printed_warnings
 
     if vgg_weights is not None:
         overrides = (*overrides, f"perceptual.weights={json.dumps(str(vgg_weights))}")

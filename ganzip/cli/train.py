@@ -57,7 +57,7 @@ def train_cmd(arch, arch_opts, data, direction, recipe, size, steps, batch_size,
                            seed=seed, recipe=recipe, overrides=list(overrides), out=out, device=device,
                            checkpoint_every=checkpoint_every, log_every=log_every, resume=not no_resume,
                            overwrite=overwrite, quiet=quiet,
-                           **({} if direction == "AtoB" else {"direction": direction}))
+                           direction=direction)
     metrics = result.metrics
     if "trained" in metrics:
         tr, un = metrics["trained"], metrics["untrained"]

@@ -21,7 +21,8 @@ from .plan import LossPlan
 
 
 def write_outputs(out, cfg, teacher, result: TrainResult, bundle: DataBundle, plan: LossPlan, warnings_, run_info,
-                  fingerprint, device, offline, evaluate, data, target, quiet):
+                  fingerprint, device, offline, evaluate, data, target, quiet, plan_block=None, real_stats=None,
+                  direction="AtoB"):
     """Write the kept and the last student, the samples and (``evaluate``) the reports; return (paths, metrics, report)."""
     student = result.student.cpu().eval()
     meta = {
@@ -37,10 +38,12 @@ def write_outputs(out, cfg, teacher, result: TrainResult, bundle: DataBundle, pl
     samples_path = _write_samples(out, cfg, teacher, student, bundle)
     extra = _run_description(out, cfg, result, bundle, plan, warnings_, run_info, fingerprint, student_path,
                              samples_path)
+    if plan_block is not None:
+        extra["plan"] = plan_block
     report_path, metrics, report = None, {}, None
     if evaluate:
         report_path, metrics, report = _final_evaluation(out, cfg, student_path, teacher, data, target, extra,
-                                                         device, offline, quiet)
+                                                         device, offline, quiet, real_stats, direction)
     return ({"student": student_path, "report": report_path, "log": out / TRAIN_LOG, "samples": samples_path},
             metrics, report)
 
@@ -78,7 +81,8 @@ def _run_description(out, cfg, result: TrainResult, bundle, plan, warnings_, run
             "losses_active": dict(plan.weights), "training": training, "warnings": list(warnings_), "paths": paths}
 
 
-def _final_evaluation(out, cfg, student_path, teacher, data, target, extra, device, offline, quiet):
+def _final_evaluation(out, cfg, student_path, teacher, data, target, extra, device, offline, quiet, real_stats=None,
+                      direction="AtoB"):
     """Hand over to ganzip.evaluation so compress and `ganzip eval` write the same reports.
 
     Data given as a folder or ``builtin:NAME`` is evaluated on its test (else
@@ -93,8 +97,8 @@ def _final_evaluation(out, cfg, student_path, teacher, data, target, extra, devi
         res = run_evaluation(student, teacher, str(data), target=target, size=cfg.train.size,
                              device=device, out=out, offline=offline, progress=not quiet, allow_missing=True,
                              inception_weights=cfg.eval.inception_weights or None,
-                             alexnet_weights=cfg.eval.alexnet_weights or None, extra=extra,
-                             claim_out=False)  # compress holds OUT's lock
+                             alexnet_weights=cfg.eval.alexnet_weights or None, extra=extra, real_stats=real_stats,
+                             direction=direction, claim_out=False)  # compress holds OUT's lock
         return out / "report.json", res.metrics, res.to_dict()
     report = _cost_only_report(cfg, load_student(student_path), teacher, device, extra)
     write_reports(out, report)

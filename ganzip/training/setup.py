@@ -47,7 +47,7 @@ def resolve_config(recipe, overrides, *, size, steps, epochs, batch_size, seed) 
 
 
 def open_training_data(data, target, cfg: RecipeConfig, *, in_channels: int = 3, out_channels: int | None = None,
-                       scale: int = 1) -> DataBundle:
+                       scale: int = 1, direction: str = "AtoB") -> DataBundle:
     """Open ``data`` (folder or ``builtin:NAME``) and ``target``; split off the held-out images.
 
     Images are read with the generator's ``in_channels`` (inputs) and
@@ -73,7 +73,7 @@ def open_training_data(data, target, cfg: RecipeConfig, *, in_channels: int = 3,
             notes.append(f"no image of {data} has a same-named image in {target}: the {out_side}-px images of "
                          f"{target} are used as unpaired real images (for D and FID), not as ground truth")
     ds = pairs if pairs is not None else gdata.open_dataset(str(data), split="train", size=t.size, augment=t.augment,
-                                                            seed=t.seed, **read)
+                                                            seed=t.seed, direction=direction, **read)
     if len(ds) < 2:
         raise GanzipError(f"--data {data} has {len(ds)} training image(s): at least 2 are needed (one is held out)")
     train_ds, holdout = gdata.holdout_split(ds, cfg.eval.holdout, t.seed)

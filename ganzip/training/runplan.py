@@ -26,9 +26,10 @@ from typing import Any, Iterable, Mapping, TextIO
 import torch
 from torch import nn
 
-from .errors import GanzipError
-from .data import is_builtin, resolve_layout
-from .metrics.cost import count_macs, count_params, format_macs, format_params, ratio
+from ..errors import GanzipError
+from ..data import is_builtin, resolve_layout
+from ..data.eval_split import training_split_warning
+from ..metrics.cost import count_macs, count_params, format_macs, format_params, ratio
 
 # Terms that tie the student's output to absolute pixel values (the teacher's or the ground truth's).
 ANCHOR_TERMS = ("perceptual", "kd_pixel", "ground_truth")
@@ -170,10 +171,10 @@ def evaluation_split(data, evaluate: bool = True) -> dict:
         return {"split": None, "text": "in-memory data: the report has the training run and the cost only"}
     split = "test" if is_builtin(str(data)) else resolve_layout(str(data)).eval_split
     info: dict[str, Any] = {"split": split, "source": str(data), "text": f"{data}, split {split!r}"}
-    if split in ("train", "all"):
+    warning = training_split_warning(data, split)
+    if warning is not None:
         info["text"] += " -- the training images themselves (no test or val split)"
-        info["warning"] = (f"the final evaluation reads {data}'s training images (it has no test/ or val/ split), "
-                           "so its scores are not held out: add a test split, or evaluate later with `ganzip eval`")
+        info["warning"] = warning
     return info
 
 
