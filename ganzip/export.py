@@ -127,14 +127,25 @@ def sidecar_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".json")
 
 
-def contract(in_channels: int, size: int, dynamic: bool, layout: str = "NCHW", precision: str = "fp32") -> dict:
-    """The deployment contract of an exported generator: what a runtime must feed it and gets back."""
+def _shape(channels: int, size: int, dynamic: bool, layout: str, scale: int = 1) -> list:
+    h, w = ("height", "width") if scale == 1 else (f"{scale}*height", f"{scale}*width")
     if layout == "NHWC":
-        shape = ["batch", "height", "width", in_channels] if dynamic else [1, size, size, in_channels]
-    else:
-        shape = ["batch", in_channels, "height", "width"] if dynamic else [1, in_channels, size, size]
-    return {"input": INPUT_NAME, "output": OUTPUT_NAME, "layout": layout, "input_shape": shape,
-            "output_shape": shape, "value_range": [-1.0, 1.0], "dtype": "float32", "precision": precision,
+        return ["batch", h, w, channels] if dynamic else [1, size * scale, size * scale, channels]
+    return ["batch", channels, h, w] if dynamic else [1, channels, size * scale, size * scale]
+
+
+def contract(in_channels: int, size: int, dynamic: bool, layout: str = "NCHW", precision: str = "fp32",
+             out_channels: int | None = None, scale: int = 1) -> dict:
+    """The deployment contract of an exported generator: what a runtime must feed it and gets back.
+
+    ``out_channels`` and ``scale`` describe the output (a x4 super-resolution
+    model returns 4x the input side); by default it has the input's shape.
+    """
+    out_channels = in_channels if out_channels is None else out_channels
+    return {"input": INPUT_NAME, "output": OUTPUT_NAME, "layout": layout,
+            "input_shape": _shape(in_channels, size, dynamic, layout),
+            "output_shape": _shape(out_channels, size, dynamic, layout, scale), "scale": scale,
+            "value_range": [-1.0, 1.0], "dtype": "float32", "precision": precision,
             "color": "RGB" if in_channels == 3 else f"{in_channels} channels",
             "preprocess": "x = pixel / 127.5 - 1 (uint8 RGB to [-1, 1])", "postprocess": "pixel = (y + 1) * 127.5",
             "producer": f"ganzip {__version__}"}
@@ -284,8 +295,11 @@ def _export_and_verify(model, path: Path, final: Path, *, format, c, example, si
                        latency, repeats, warmup, threads, int8, calib, held, calib_info, teacher, min_psnr, precision,
                        nhwc, reference_out) -> ExportResult:
     layout = "NHWC" if format == "tflite" and nhwc else "NCHW"
+    with torch.no_grad():
+        probe = model(example.clone())
+    geometry = {"out_channels": int(probe.shape[1]), "scale": max(1, int(probe.shape[-1]) // int(example.shape[-1]))}
     meta = contract(c, size, dynamic, layout=layout, precision="int8" if int8 else
-                    ("fp16" if format == "coreml" and precision == "fp16" else "fp32"))
+                    ("fp16" if format == "coreml" and precision == "fp16" else "fp32"), **geometry)
     result = ExportResult(path=final, format=format, size=size, dynamic=dynamic, opset=None, max_abs_diff=None,
                           tolerance=tolerance, int8=int8, threads=threads, contract=meta)
     result.versions = {"torch": torch.__version__}
@@ -348,7 +362,7 @@ def _write(model, path: Path, final: Path, result: ExportResult, meta: dict, *, 
             runner = load_runner(path, threads, "onnx")
         else:
             fp32 = path.with_name(path.name + ".fp32")
-            _export_onnx(model, example, fp32, dynamic, opset, contract(c, size, dynamic))
+            _export_onnx(model, example, fp32, dynamic, opset, contract(c, size, dynamic, **geometry))
             fp32_runner = load_runner(fp32, threads, "onnx")
             result.checks = _compare(fp32_runner.run, model, c, size, dynamic, seeds, tolerance, format, final)
             quantize_onnx(fp32, path, calib)
