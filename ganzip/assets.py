@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import AssetMissingError, GanzipError
-from .io import sha256_file
+from .io import atomic_open, sha256_file
 
 
 class UnverifiedAssetWarning(UserWarning):
@@ -99,7 +99,7 @@ register_asset(AssetSpec(
     sha256="397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
     url="https://download.pytorch.org/models/vgg16-397923af.pth",
     size=553_433_881,
-    description="torchvision VGG-16 ImageNet weights (perceptual loss, spec section 4)",
+    description="torchvision VGG-16 ImageNet weights (the perceptual loss)",
     flag="--vgg-weights",
     hash_note="torchvision IMAGENET1K_V1; the 8 digits in the file name are the hash prefix",
 ))
@@ -253,7 +253,6 @@ def download(name: str, timeout: float = 60.0, progress: bool = True) -> Path:
 
     from tqdm import tqdm
 
-    from .io import atomic_open
 
     spec = get_spec(name)
     url = asset_url(spec)
@@ -421,7 +420,6 @@ def import_asset(file: str | os.PathLike, name: str | None = None) -> Path:
     file name. A hash that does not match raises GanzipError (nothing is
     installed). Returns the installed path.
     """
-    from .io import atomic_open
 
     src = Path(file).expanduser()
     if not src.is_file():

@@ -342,7 +342,7 @@ def _no_vgg(specs: Sequence[DemoSpec], why: str | None) -> dict:
     if any(f"kd_pixel.weight={ANCHOR_WEIGHT:g}" in sp.overrides for sp in specs):
         instead += (f"; in the crd student an L1 to the teacher's output (kd_pixel.weight={ANCHOR_WEIGHT:g}) "
                     "takes its place as the absolute anchor that CRD lacks")
-    return {"asset": "vgg16", "needed_for": "the perceptual loss (spec section 4)", "why": why, "instead": instead}
+    return {"asset": "vgg16", "needed_for": "the perceptual loss", "why": why, "instead": instead}
 
 
 def _unavailable_metrics(first) -> list[dict]:

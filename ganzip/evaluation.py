@@ -33,11 +33,13 @@ from . import rundir
 from .backends import backend_latencies, backend_table
 from .data import is_builtin, open_dataset, open_pairs, resolve_layout
 from .devices import resolve_device
+from .eval_request import EvalRequest, EvalResult
 from .errors import AssetMissingError, GanzipError, in_stage
 from .fid_reference import Reference as _Reference
 from .fid_reference import reference_stats as _reference_stats
 from .fid_reference import rgb3 as _rgb3
 from .fid_reference import round_uint8 as _round_uint8
+from .data.eval_split import training_split_warning
 from .imaging import display_rgb, output_geometry
 from .loading import check_image_model, load_generator
 from .metrics import fid as fidm
@@ -47,58 +49,6 @@ from .metrics.kid import kernel_inception_distance
 from .metrics.lpips import load_lpips
 from .progress import progress_iter
 from .sizing import resolve_size, training_size
-
-
-@dataclass
-class EvalRequest:
-    """Everything one evaluation needs; see :func:`evaluate` for what each field means."""
-
-    student: Any
-    teacher: Any = None
-    data: Any = None
-    target: Any = None
-    size: int | None = None
-    batch_size: int = 8
-    device: Any = "auto"
-    out: Any = None
-    inception_weights: Any = None
-    alexnet_weights: Any = None
-    real_stats: Any = None
-    offline: bool = False
-    progress: bool = True
-    max_images: int | None = None
-    extra: Mapping[str, Any] | None = None
-    arch: str | None = None
-    arch_opts: Any = None
-    trust_pickle: bool = False
-    split: str | None = None
-    direction: str = "AtoB"
-    allow_missing: bool = False
-    fid_dims: int = 2048
-    kid: bool = True
-    lpips: bool = True
-    fid: bool = True
-    latency: bool = True
-    grid_images: int = 8
-    save_images: bool = False
-    command: str | None = None
-    overwrite: bool = False
-    claim_out: bool = True
-
-
-@dataclass
-class EvalResult:
-    """What `evaluate` measured. `to_dict()` is the report (report.json's content)."""
-
-    metrics: dict
-    cost: dict
-    paths: dict
-    warnings: list[str]
-    assets: list[dict] = field(default_factory=list)
-    report: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return dict(self.report)
 
 
 # What evaluate writes into `out`; an earlier run's copies are replaced only with overwrite.
@@ -311,6 +261,9 @@ def _open_data(req: EvalRequest, dev, s_model, t_model, notes: list[str]) -> _Se
     split = req.split
     if split is None:
         split = "test" if is_builtin(data) else resolve_layout(data).eval_split
+    warning = training_split_warning(data, split)
+    if warning is not None:
+        notes.append(warning)
     dataset = None
     if req.target is not None and scale > 1 and not is_builtin(data) and resolve_layout(data).kind == "plain":
         # --data LR_DIR --target HR_DIR: the HR images are the ground truth (matched by file name)

@@ -36,18 +36,27 @@ import io
 import json
 import math
 import os
-import re
 import shutil
-import warnings
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from . import formats, mobile, rundir
 from . import io as gio
-from . import rundir
+from ._version import __version__
+from .backends import default_threads, load_runner, median_ms, torch_threads
 from .errors import GanzipError, in_stage
+from .export_checks import (INPUT_NAME, OUTPUT_NAME, _check_coreml_structure, _check_min_psnr, _compare, _inputs,
+                            _int8_report, _tree_bytes)
+from .export_writers import _export_onnx, _export_torchscript, _first_line, _require_onnx, set_onnx_metadata
+from .loading import load_generator, parse_arch_opts
+from .metrics.cost import infer_in_channels
+from .quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_PSNR, calibration_images as read_calibration
+from .quantize import float_operators, operator_counts, quantize_onnx
+from .student_file import load_student
 
 FORMATS = ("onnx", "pt2", "executorch", "tflite", "coreml", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "executorch": ".pte", "tflite": ".tflite", "coreml": ".mlpackage",
@@ -56,7 +65,6 @@ INT8_FORMATS = ("onnx", "executorch", "tflite")
 OPSET = 17
 TOLERANCE = 1e-4
 SEEDS = (0, 1, 2)
-INPUT_NAME, OUTPUT_NAME = "input", "output"
 
 
 @dataclass
@@ -119,248 +127,35 @@ def sidecar_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".json")
 
 
-def contract(in_channels: int, size: int, dynamic: bool, layout: str = "NCHW", precision: str = "fp32") -> dict:
-    """The deployment contract of an exported generator: what a runtime must feed it and gets back."""
+def _shape(channels: int, size: int, dynamic: bool, layout: str, scale: int = 1) -> list:
+    h, w = ("height", "width") if scale == 1 else (f"{scale}*height", f"{scale}*width")
     if layout == "NHWC":
-        shape = ["batch", "height", "width", in_channels] if dynamic else [1, size, size, in_channels]
-    else:
-        shape = ["batch", in_channels, "height", "width"] if dynamic else [1, in_channels, size, size]
-    from . import __version__
+        return ["batch", h, w, channels] if dynamic else [1, size * scale, size * scale, channels]
+    return ["batch", channels, h, w] if dynamic else [1, channels, size * scale, size * scale]
 
-    return {"input": INPUT_NAME, "output": OUTPUT_NAME, "layout": layout, "input_shape": shape,
-            "output_shape": shape, "value_range": [-1.0, 1.0], "dtype": "float32", "precision": precision,
+
+def contract(in_channels: int, size: int, dynamic: bool, layout: str = "NCHW", precision: str = "fp32",
+             out_channels: int | None = None, scale: int = 1) -> dict:
+    """The deployment contract of an exported generator: what a runtime must feed it and gets back.
+
+    ``out_channels`` and ``scale`` describe the output (a x4 super-resolution
+    model returns 4x the input side); by default it has the input's shape.
+    """
+    out_channels = in_channels if out_channels is None else out_channels
+    return {"input": INPUT_NAME, "output": OUTPUT_NAME, "layout": layout,
+            "input_shape": _shape(in_channels, size, dynamic, layout),
+            "output_shape": _shape(out_channels, size, dynamic, layout, scale), "scale": scale,
+            "value_range": [-1.0, 1.0], "dtype": "float32", "precision": precision,
             "color": "RGB" if in_channels == 3 else f"{in_channels} channels",
             "preprocess": "x = pixel / 127.5 - 1 (uint8 RGB to [-1, 1])", "postprocess": "pixel = (y + 1) * 127.5",
             "producer": f"ganzip {__version__}"}
-
-
-# ---------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def _silence_native_output():
-    """Swallow what the exporter prints from C++ straight to fds 1 and 2 (graph dumps on failure), and its warnings."""
-    from .backends import _quiet_fds
-
-    with _quiet_fds() as redirected, warnings.catch_warnings():
-        if redirected:
-            warnings.simplefilter("ignore")
-        yield
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
-def _inputs(in_channels: int, shape_hw: tuple[int, int], batch: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    # Generator inputs live in [-1, 1]; a clipped normal also hits the extremes.
-    return torch.randn(batch, in_channels, *shape_hw, generator=g).clamp_(-1, 1)
-
-
-def _check_shapes(model: nn.Module, in_channels: int, size: int, dynamic: bool) -> list[tuple[int, int, int]]:
-    """(batch, height, width) inputs to compare on; the extra ones only with `dynamic`."""
-    shapes = [(1, size, size)]
-    if dynamic:
-        shapes.append((2, size, size))
-        other = size // 2 if size // 2 >= getattr(model, "min_size", 16) else size * 2
-        x = torch.zeros(1, in_channels, other, other)
-        try:
-            with torch.inference_mode():
-                model(x)
-        except Exception:
-            pass  # the architecture only takes some sizes: check the batch axis alone
-        else:
-            shapes.append((1, other, other))
-    return shapes
-
-
-_UNSUPPORTED = re.compile(r"operator '([^']+)' to ONNX opset version (\d+) is not supported")
-
-
-def _onnx_error(exc: BaseException, opset: int) -> GanzipError:
-    msg = _first_line(exc)
-    m = _UNSUPPORTED.search(str(exc))
-    if m:
-        op = m.group(1)
-        later = re.search(r"added in version (\d+)", str(exc))
-        hint = f" (ONNX gained it in opset {later.group(1)}: try --opset {later.group(1)})" if later else ""
-        return GanzipError(
-            f"ONNX opset {opset} cannot express the operator {op} used by this model{hint}; "
-            "export with --format torchscript instead, or replace that layer"
-        )
-    return GanzipError(f"ONNX export failed: {msg}; try --format torchscript, or --debug for the traceback")
-
-
-# ---------------------------------------------------------------- formats
-
-
-def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    if isinstance(model, torch.jit.ScriptModule):
-        scripted = model
-    else:
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # TracerWarnings are caught by the check below
-                scripted = torch.jit.trace(model, example, check_trace=False)
-        except Exception as exc:
-            raise GanzipError(f"TorchScript tracing failed: {_first_line(exc)}; try --format onnx, or --debug") from exc
-    with gio.atomic_open(path, "wb") as fh, warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
-        torch.jit.save(scripted, fh)
-
-
-def _require_onnx() -> None:
-    """The exporter needs `onnx`; the check needs `onnxruntime`. Say so before any work."""
-    missing = []
-    for name in ("onnx", "onnxruntime"):
-        try:
-            __import__(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        raise GanzipError(f"ONNX export needs {' and '.join(missing)}: pip install {' '.join(missing)} "
-                          "(or export with --format torchscript)")
-
-
-def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic: bool, opset: int,
-                 meta: dict | None = None) -> None:
-    dynamic_axes = None
-    if dynamic:
-        axes = {0: "batch", 2: "height", 3: "width"}
-        dynamic_axes = {"input": axes, "output": axes}
-    buf = io.BytesIO()
-    try:
-        with torch.no_grad(), _silence_native_output():
-            torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=["output"], dynamic_axes=dynamic_axes,
-                              do_constant_folding=True)
-    except GanzipError:
-        raise
-    except Exception as exc:  # UnsupportedOperatorError, SymbolicValueError, tracing errors...
-        raise _onnx_error(exc, opset) from exc
-    gio.atomic_write_bytes(path, _with_onnx_metadata(buf.getvalue(), meta) if meta else buf.getvalue())
-
-
-def _with_onnx_metadata(data: bytes, meta: dict) -> bytes:
-    """The ONNX model with `meta` as metadata_props."""
-    import onnx
-
-    proto = onnx.load_from_string(data)
-    set_onnx_metadata(proto, meta)
-    return proto.SerializeToString()
-
-
-def set_onnx_metadata(proto, meta: dict) -> None:
-    """Record the deployment contract as ONNX metadata_props: keys `ganzip.KEY`, values JSON unless strings."""
-    props = {p.key: p for p in proto.metadata_props}
-    for key, value in meta.items():
-        text = value if isinstance(value, str) else json.dumps(value)
-        if f"ganzip.{key}" in props:
-            props[f"ganzip.{key}"].value = text
-        else:
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = f"ganzip.{key}", text
-    proto.producer_name = "ganzip"
 
 
 def _is_student_file(source) -> bool:
     path = Path(source)
     if path.suffix != ".safetensors" or not path.is_file():
         return False
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("ganzip.format") == "student"
-    except Exception:  # not readable as safetensors: load_generator gives the clear error
-        return False
-
-
-# ---------------------------------------------------------------- checks
-
-
-def _compare(run_exported, model, c, size, dynamic, seeds, tolerance, format, final) -> list[dict]:
-    """Max abs difference of the exported model to the PyTorch one on one input per seed (and shape)."""
-    checks = []
-    for batch, h, w in _check_shapes(model, c, size, dynamic):
-        for seed in seeds:
-            x = _inputs(c, (h, w), batch, seed)
-            with torch.inference_mode():
-                expected = model(x)
-            try:
-                got = run_exported(x)
-            except Exception as exc:
-                raise GanzipError(
-                    f"the exported model failed on a {batch}x{c}x{h}x{w} input ({_first_line(exc)})"
-                    + ("" if dynamic else "; pass --dynamic to allow other input shapes")
-                ) from exc
-            if got.shape != expected.shape:
-                raise GanzipError(f"the exported model returns shape {tuple(got.shape)}, the PyTorch model {tuple(expected.shape)}")
-            diff = float((got.float() - expected.float()).abs().max())
-            checks.append({"shape": [batch, c, h, w], "seed": seed, "max_abs_diff": diff})
-            if not diff <= tolerance:  # also catches NaN
-                raise GanzipError(
-                    f"the exported {format} model differs from the PyTorch model by {diff:.3g} (max abs) on a "
-                    f"{batch}x{c}x{h}x{w} input (seed {seed}), more than the tolerance {tolerance:g}: the model likely "
-                    "has data-dependent control flow or Python-side computation that the trace froze, "
-                    f"so nothing was written to {final}"
-                )
-    return checks
-
-
-def _int8_report(model, int8_runner, fp32_runner, fp32_label, held, calib_info, teacher, c, size, warmup, repeats,
-                 fp32_bytes, int8_bytes, latency: bool) -> dict:
-    """Fidelity of the INT8 model to the FP32 student (and the teacher), latencies and sizes."""
-    from .backends import median_ms
-    from .quantize import fidelity, load_lpips_if_present, run_batch
-
-    from .backends import torch_threads
-
-    def eager(x):
-        with torch_threads(int8_runner.threads), torch.inference_mode():
-            return model(x)
-
-    lp, lp_missing = load_lpips_if_present()
-    fp32_out = run_batch(eager, held)
-    try:
-        int8_out = run_batch(int8_runner.run, held)
-    except Exception as exc:
-        raise GanzipError(f"the INT8 model failed in {int8_runner.runtime}: {_first_line(exc)}") from exc
-    report = {"calibration": calib_info, "to_fp32": fidelity(fp32_out, int8_out, lp)}
-    if lp is None:
-        report["lpips_missing"] = f"LPIPS not measured: {lp_missing}"
-    if teacher is not None:
-        with torch.inference_mode():
-            t_out = run_batch(teacher, held)
-        if t_out.shape != int8_out.shape:
-            raise GanzipError(f"the teacher returns shape {tuple(t_out.shape[1:])}, the student "
-                              f"{tuple(int8_out.shape[1:])}: give the student's own teacher")
-        report["to_teacher"] = {"int8": fidelity(t_out, int8_out, lp), "fp32": fidelity(t_out, fp32_out, lp)}
-    report["bytes"] = {"fp32": fp32_bytes, "int8": int8_bytes,
-                       "ratio": (fp32_bytes / int8_bytes) if int8_bytes else None,
-                       "fp32_is": "the FP32 ONNX file" if fp32_runner is not None else
-                       "the FP32 weights (4 bytes per parameter and buffer)"}
-    if latency:
-        x = _inputs(c, (size, size), 1, seed=0)
-        fp32_run = fp32_runner.run if fp32_runner is not None else eager
-        lat = {"fp32_ms": median_ms(lambda: fp32_run(x), warmup, repeats),
-               "int8_ms": median_ms(lambda: int8_runner.run(x), warmup, repeats),
-               "threads": int8_runner.threads, "fp32_runtime": fp32_label, "int8_runtime": int8_runner.runtime,
-               "warmup": warmup, "repeats": repeats, "statistic": "median"}
-        lat["speedup"] = lat["fp32_ms"] / lat["int8_ms"]
-        report["latency"] = lat
-    return report
-
-
-def _check_min_psnr(report: dict, min_psnr: float | None, final: Path) -> None:
-    measured = report["to_fp32"]["psnr"]
-    if min_psnr is not None and not measured >= min_psnr:
-        raise GanzipError(
-            f"INT8 fidelity check failed: {measured:.2f} dB PSNR to the FP32 student is below --min-psnr "
-            f"{min_psnr:g}, so nothing was written to {final}; try more typical --calibration images, "
-            "or export without --int8")
+    return formats.is_kind(path, formats.STUDENT)  # unreadable: load_generator gives the clear error
 
 
 def _fp32_weight_bytes(model: nn.Module) -> int:
@@ -372,8 +167,6 @@ def _fp32_weight_bytes(model: nn.Module) -> int:
 
 def _preflight(format: str, int8: bool, calibration, dynamic: bool) -> None:
     """Refuse impossible combinations and name missing extras before any work is done."""
-    from . import mobile
-
     if format not in FORMATS:
         raise GanzipError(f"unknown export format {format!r}: use one of {', '.join(FORMATS)}")
     if int8 and format not in INT8_FORMATS:
@@ -427,10 +220,6 @@ def export_model(model: nn.Module, out: str | os.PathLike, format: str = "onnx",
     an operator, when the exported model differs from the PyTorch one, or
     when an INT8 model falls below `min_psnr`.
     """
-    from .backends import default_threads
-    from .metrics.cost import infer_in_channels
-    from .quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_PSNR, calibration_images as read_calibration
-
     _preflight(format, int8, calibration, dynamic)
     if not isinstance(size, int) or size < 1:
         raise GanzipError(f"--size must be a positive integer, got {size!r}")
@@ -505,19 +294,61 @@ def _replace(staging: Path, out: Path) -> None:
 def _export_and_verify(model, path: Path, final: Path, *, format, c, example, size, dynamic, tolerance, seeds, opset,
                        latency, repeats, warmup, threads, int8, calib, held, calib_info, teacher, min_psnr, precision,
                        nhwc, reference_out) -> ExportResult:
-    from . import mobile
-    from .backends import load_runner
-
     layout = "NHWC" if format == "tflite" and nhwc else "NCHW"
+    with torch.no_grad():
+        probe = model(example.clone())
+    geometry = {"out_channels": int(probe.shape[1]), "scale": max(1, int(probe.shape[-1]) // int(example.shape[-1]))}
     meta = contract(c, size, dynamic, layout=layout, precision="int8" if int8 else
-                    ("fp16" if format == "coreml" and precision == "fp16" else "fp32"))
+                    ("fp16" if format == "coreml" and precision == "fp16" else "fp32"), **geometry)
     result = ExportResult(path=final, format=format, size=size, dynamic=dynamic, opset=None, max_abs_diff=None,
                           tolerance=tolerance, int8=int8, threads=threads, contract=meta)
     result.versions = {"torch": torch.__version__}
-    runner = fp32_runner = None
+    if format == "coreml":
+        return _export_coreml(model, path, final, result, meta, example=example, reference_out=reference_out,
+                              precision=precision, c=c, size=size, seeds=seeds, tolerance=tolerance)
     fp32_bytes = _fp32_weight_bytes(model)
     fp32_label = f"PyTorch eager {torch.__version__}"
+    runner, fp32_runner, onnx_ops = _write(model, path, final, result, meta, format=format, c=c, example=example,
+                                           size=size, dynamic=dynamic, tolerance=tolerance, seeds=seeds, opset=opset,
+                                           threads=threads, int8=int8, calib=calib, nhwc=nhwc, layout=layout)
+    if fp32_runner is not None:
+        fp32_bytes, fp32_label = path.with_name(path.name + ".fp32").stat().st_size, fp32_runner.runtime
 
+    result.runtime = runner.runtime
+    if not int8:
+        result.checks = _compare(runner.run, model, c, size, dynamic, seeds, tolerance, format, final)
+    if result.checks:
+        result.max_abs_diff = max(ch["max_abs_diff"] for ch in result.checks)
+    result.bytes = path.stat().st_size
+    if int8:
+        report = _int8_report(model, runner, fp32_runner, fp32_label, held, calib_info, teacher, c, size, warmup,
+                              repeats, fp32_bytes, result.bytes, latency)
+        report.update(onnx_ops)
+        report["method"] = INT8_METHODS[format]
+        report["min_psnr"] = min_psnr
+        result.quantization = report
+        _check_min_psnr(report, min_psnr, final)
+    if latency:
+        x = _inputs(c, (size, size), 1, seed=0)
+        result.latency_ms = median_ms(lambda: runner.run(x), warmup, repeats)
+        with torch_threads(threads), torch.inference_mode():
+            result.eager_latency_ms = median_ms(lambda: model(x), warmup, repeats)
+    return result
+
+
+INT8_METHODS = {
+    "onnx": ("onnxruntime quantize_static: QDQ, per-channel symmetric INT8 weights, UINT8 "
+             "activations, MinMax calibration"),
+    "executorch": "PT2E (torchao prepare_pt2e/convert_pt2e), XNNPACKQuantizer symmetric per-channel",
+    "tflite": "litert-torch PT2EQuantizer, symmetric per-channel",
+}
+
+
+def _write(model, path: Path, final: Path, result: ExportResult, meta: dict, *, format, c, example, size, dynamic,
+           tolerance, seeds, opset, threads, int8, calib, nhwc, layout):
+    """Write `path` in `format` and load it in its runtime: (runner, FP32 ONNX runner or None, ONNX operator report)."""
+    runner = fp32_runner = None
+    onnx_ops: dict = {}
     if format == "torchscript":
         _export_torchscript(model, example, path)
         runner = load_runner(path, threads, "torchscript")
@@ -530,10 +361,8 @@ def _export_and_verify(model, path: Path, final: Path, *, format, c, example, si
             _export_onnx(model, example, path, dynamic, opset, meta)
             runner = load_runner(path, threads, "onnx")
         else:
-            from .quantize import float_operators, operator_counts, quantize_onnx
-
             fp32 = path.with_name(path.name + ".fp32")
-            _export_onnx(model, example, fp32, dynamic, opset, contract(c, size, dynamic))
+            _export_onnx(model, example, fp32, dynamic, opset, contract(c, size, dynamic, **geometry))
             fp32_runner = load_runner(fp32, threads, "onnx")
             result.checks = _compare(fp32_runner.run, model, c, size, dynamic, seeds, tolerance, format, final)
             quantize_onnx(fp32, path, calib)
@@ -543,9 +372,7 @@ def _export_and_verify(model, path: Path, final: Path, *, format, c, example, si
             set_onnx_metadata(proto, meta)
             gio.atomic_write_bytes(path, proto.SerializeToString())
             runner = load_runner(path, threads, "onnx-int8")
-            fp32_bytes, fp32_label = fp32.stat().st_size, fp32_runner.runtime
-            float_ops = float_operators(path)
-            ops = operator_counts(path)
+            onnx_ops = {"float_operators": float_operators(path), "operators": operator_counts(path)}
     elif format == "pt2":
         ep = mobile.capture(model, example, dynamic)
         buf = io.BytesIO()
@@ -565,85 +392,32 @@ def _export_and_verify(model, path: Path, final: Path, *, format, c, example, si
         if runner.io_quantization:
             meta["io_quantization"] = runner.io_quantization
             meta["dtype"] = "int8 (quantize the [-1, 1] input with io_quantization.input)"
-    elif format == "coreml":
-        mobile.to_coreml(model, example, path, precision, meta)
-        result.structure = mobile.coreml_structure(path)
-        _check_coreml_structure(result.structure, example, reference_out, path)
-        result.runtime = "coremltools (structure only)"
-        import sys
-
-        if sys.platform == "darwin":
-            def run_coreml(x):
-                return mobile.coreml_predict(path, x)
-
-            result.checks = _compare(run_coreml, model, c, size, False, seeds, max(tolerance, 5e-2 if precision == "fp16" else 1e-3),
-                                     format, final)
-            result.max_abs_diff = max(ch["max_abs_diff"] for ch in result.checks)
-            result.runtime = "Core ML (macOS, CPU only)"
-        else:
-            result.numerical_check = False
-            result.notes.append("numerical check NOT run: Core ML predictions need macOS (coremltools ships no "
-                                "Core ML runtime for Linux); checked only the program's structure, input/output "
-                                "names, shapes and dtypes. Run ganzip export on a Mac to compare outputs.")
-        result.bytes = _tree_bytes(path)
-        return result
     else:  # pragma: no cover - _preflight rejects it
         raise GanzipError(f"unknown export format {format!r}")
+    return runner, fp32_runner, onnx_ops
 
-    result.runtime = runner.runtime
-    if not int8:
-        result.checks = _compare(runner.run, model, c, size, dynamic, seeds, tolerance, format, final)
-    if result.checks:
+
+def _export_coreml(model, path: Path, final: Path, result: ExportResult, meta: dict, *, example, reference_out,
+                   precision, c, size, seeds, tolerance) -> ExportResult:
+    mobile.to_coreml(model, example, path, precision, meta)
+    result.structure = mobile.coreml_structure(path)
+    _check_coreml_structure(result.structure, example, reference_out, path)
+    result.runtime = "coremltools (structure only)"
+    if sys.platform == "darwin":
+        def run_coreml(x):
+            return mobile.coreml_predict(path, x)
+
+        result.checks = _compare(run_coreml, model, c, size, False, seeds, max(tolerance, 5e-2 if precision == "fp16" else 1e-3),
+                                 format, final)
         result.max_abs_diff = max(ch["max_abs_diff"] for ch in result.checks)
-    result.bytes = path.stat().st_size
-    if int8:
-        report = _int8_report(model, runner, fp32_runner, fp32_label, held, calib_info, teacher, c, size, warmup,
-                              repeats, fp32_bytes, result.bytes, latency)
-        if format == "onnx":
-            report["float_operators"] = float_ops
-            report["operators"] = ops
-            report["method"] = ("onnxruntime quantize_static: QDQ, per-channel symmetric INT8 weights, UINT8 "
-                                "activations, MinMax calibration")
-        elif format == "executorch":
-            report["method"] = "PT2E (torchao prepare_pt2e/convert_pt2e), XNNPACKQuantizer symmetric per-channel"
-        else:
-            report["method"] = "litert-torch PT2EQuantizer, symmetric per-channel"
-        report["min_psnr"] = min_psnr
-        result.quantization = report
-        _check_min_psnr(report, min_psnr, final)
-    if latency:
-        x = _inputs(c, (size, size), 1, seed=0)
-        from .backends import median_ms, torch_threads
-
-        result.latency_ms = median_ms(lambda: runner.run(x), warmup, repeats)
-        with torch_threads(threads), torch.inference_mode():
-            result.eager_latency_ms = median_ms(lambda: model(x), warmup, repeats)
+        result.runtime = "Core ML (macOS, CPU only)"
+    else:
+        result.numerical_check = False
+        result.notes.append("numerical check NOT run: Core ML predictions need macOS (coremltools ships no "
+                            "Core ML runtime for Linux); checked only the program's structure, input/output "
+                            "names, shapes and dtypes. Run ganzip export on a Mac to compare outputs.")
+    result.bytes = _tree_bytes(path)
     return result
-
-
-def _tree_bytes(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _check_coreml_structure(structure: dict, example: torch.Tensor, reference_out: torch.Tensor, path: Path) -> None:
-    """The converted program takes and returns what the PyTorch model does (names, shapes, float dtypes)."""
-    problems = []
-    if structure["model_type"] != "mlProgram":
-        problems.append(f"model type {structure['model_type']}, not an mlProgram")
-    ins, outs = structure["inputs"], structure["outputs"]
-    if [i["name"] for i in ins] != [INPUT_NAME] or ins[0]["shape"] != list(example.shape):
-        problems.append(f"inputs {ins}, expected one {INPUT_NAME!r} of shape {list(example.shape)}")
-    if len(outs) != 1 or outs[0]["shape"] not in ([], list(reference_out.shape)):
-        problems.append(f"outputs {outs}, expected one of shape {list(reference_out.shape)}")
-    for f in ins + outs:
-        if f["dtype"] not in ("FLOAT32", "FLOAT16"):
-            problems.append(f"{f['name']} has dtype {f['dtype']}")
-    if not structure["operations"]:
-        problems.append("the program has no operations")
-    if problems:
-        raise GanzipError(f"the Core ML package does not match the model: {problems[0]}; nothing was written")
 
 
 def export(source, out: str | os.PathLike | None = None, format: str = "onnx", *, arch: str | None = None,
@@ -662,8 +436,6 @@ def export(source, out: str | os.PathLike | None = None, format: str = "onnx", *
     `overwrite`, and only when ganzip wrote it (see `ganzip.rundir`). See
     `export_model` for the other arguments and the checks made.
     """
-    from .loading import load_generator, parse_arch_opts
-
     _preflight(format, int8, calibration, dynamic)
     if isinstance(tolerance, (int, float)) and not (math.isfinite(tolerance) and tolerance > 0):
         raise GanzipError(f"--tolerance must be a positive number such as 1e-4, got {tolerance}")
@@ -679,8 +451,6 @@ def export(source, out: str | os.PathLike | None = None, format: str = "onnx", *
     if isinstance(source, nn.Module):
         model = source
     elif _is_student_file(source):
-        from .student import load_student
-
         # load_student itself, so that --arch confirms a student cut from package.module:callable
         model = load_student(source, device="cpu", arch=arch, arch_opts=parse_arch_opts(arch_opts))
     else:

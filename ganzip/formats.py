@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 
+import torch
 from safetensors import safe_open
+
+from .errors import GanzipError
 
 FORMAT_KEY = "ganzip.format"
 FORMAT_VERSION_KEY = "ganzip.format_version"
@@ -32,3 +35,22 @@ def kind_of(metadata: dict[str, str] | None) -> str | None:
     """The ganzip kind recorded in ``metadata`` (one of :data:`KINDS`), or None for a foreign file."""
     value = (metadata or {}).get(FORMAT_KEY)
     return value if value in KINDS else None
+
+
+def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of the safetensors file ``path``; a damaged file is a one-line `GanzipError`."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise GanzipError(f"{path} is not a readable safetensors file ({exc}); is it truncated or corrupt?") from exc
+    return tensors, meta
+
+
+def is_kind(path: str | os.PathLike, kind: str) -> bool:
+    """Does the safetensors file ``path`` say it is a ganzip ``kind``? False for any other or unreadable file."""
+    try:
+        return kind_of(read_metadata(path)) == kind
+    except Exception:
+        return False

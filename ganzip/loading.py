@@ -6,6 +6,7 @@ architecture, a TorchScript archive, a ganzip student, or (only with
 """
 from __future__ import annotations
 
+import json
 import pickle
 import warnings
 import zipfile
@@ -15,32 +16,24 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from . import models, trust
+from . import autodetect, formats, models, trust, values
 from .devices import resolve_device
 from .errors import GanzipError, in_stage
+from .metrics.cost import infer_in_channels
+from .models import SPANDREL_PREFIX
+from .student_file import load_student
 
 # Keys that checkpoints commonly wrap a generator's state dict in, most specific first.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "netG", "netG_A", "G", "generator", "model", "net", "ema", "params")
 _INSTANCE_NORM_LEGACY = ("running_mean", "running_var", "num_batches_tracked")
 AUTO = "auto"  # --arch auto: recognise the architecture with spandrel (ganzip.autodetect)
-SPANDREL_PREFIX = "spandrel/"
 
 
 # ---------------------------------------------------------------- arch options
 
 def parse_value(text: str) -> Any:
     """'3' -> 3, '0.5' -> 0.5, 'true' -> True, 'none' -> 'none' (a string), else the string."""
-    low = text.strip().lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+    return values.parse_value(text, values.OPTION)
 
 
 def parse_arch_opts(items) -> dict[str, Any]:
@@ -57,53 +50,7 @@ def parse_arch_opts(items) -> dict[str, Any]:
     return out
 
 
-def build_arch(arch: str, opts: Mapping[str, Any] | None = None, origin: trust.Origin = trust.USER) -> nn.Module:
-    """Build an architecture: a zoo name, `package.module:callable` (class or factory), or `spandrel/ID`.
-
-    `origin` says where the name and options came from (see `ganzip.trust`):
-    a name a file supplies is acted on only as far as the user confirmed it.
-    ``spandrel/ID`` names (recorded by ``--arch auto``) build only classes of
-    spandrel's own registry (``ganzip.autodetect``), never an import a file names.
-    """
-    if not isinstance(arch, str) or not arch:
-        raise GanzipError(f"the architecture from {origin.source} must be a name, got {type(arch).__name__}")
-    opts = dict(opts or {}) if not origin.from_file else trust.check_opts(opts or {}, origin.source)
-    if arch.startswith(SPANDREL_PREFIX):
-        from .autodetect import build
-
-        if origin.from_file:  # a file describes it: size it on the meta device first
-            try:
-                with torch.device("meta"):
-                    sized = build(arch, opts)
-            except GanzipError:
-                raise
-            except Exception:
-                sized = None  # not every class builds on the meta device; it is built for real below
-            if sized is not None:
-                trust.check_param_count(sized, f"the {arch} that {origin.source} describes")
-        return build(arch, opts)
-    if ":" not in arch:
-        if origin.from_file:  # a file describes it: size it on the meta device first
-            with torch.device("meta"):
-                trust.check_param_count(models.create(arch, **opts), f"the {arch} that {origin.source} describes")
-        return models.create(arch, **opts)
-    obj = trust.resolve(arch, opts, origin)
-    if origin.from_file:
-        try:
-            with torch.device("meta"):
-                sized = obj(**opts)
-        except Exception:
-            sized = None  # not every class builds on the meta device; it is built for real below
-        if isinstance(sized, nn.Module):
-            trust.check_param_count(sized, f"the {arch} that {origin.source} describes")
-    try:
-        model = obj(**opts)
-    except TypeError as exc:
-        raise GanzipError(f"calling {arch} with options {opts} failed: {exc}") from exc
-    if not isinstance(model, nn.Module):
-        raise GanzipError(f"--arch {arch} returned {type(model).__name__}, not a torch.nn.Module: give a module class or factory")
-    model.ganzip_spec = {"arch": arch, "opts": opts}
-    return model
+build_arch = models.build  # where it was first defined; `ganzip.models.build` is the one copy
 
 
 # ---------------------------------------------------------------- reading files
@@ -119,16 +66,7 @@ def _is_torchscript(path: Path) -> bool:
     return any(n.endswith("constants.pkl") or "/code/" in n for n in names)
 
 
-def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:
-        raise GanzipError(f"{path} is not a readable safetensors file ({exc}); is it truncated or corrupt?") from exc
-    return tensors, meta
+read_safetensors = formats.read  # where it was first defined; `ganzip.formats.read` is the one copy
 
 
 def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> Any:
@@ -315,13 +253,12 @@ def load_generator(source, arch: str | None = None, arch_opts=None, trust_pickle
     path = Path(source)
     if path.suffix == ".safetensors" and path.exists() and path.stat().st_size > 0:
         tensors, meta = read_safetensors(path)
-        if meta.get("ganzip.format") == "student":
-            from .student import load_student
-
+        kind = formats.kind_of(meta)
+        if kind == formats.STUDENT:
             return load_student(path, device=dev, arch=arch, arch_opts=opts, trust_code=trust_code)
-        if meta.get("ganzip.format") == "generator" and arch == AUTO:
+        if kind == formats.GENERATOR and arch == AUTO:
             arch = None  # the file records its architecture: nothing to recognise
-        if meta.get("ganzip.format") == "generator" and (not arch or ":" in arch):
+        if kind == formats.GENERATOR and (not arch or ":" in arch):
             recorded, file_opts = _recorded_arch(meta, path, arch)
             if opts and not arch:
                 raise GanzipError(
@@ -360,8 +297,6 @@ def load_auto(obj: Any, source: str, arch: str | None = None) -> nn.Module:
     spandrel does not know the file. ``arch="spandrel/ID"`` (as recorded in a
     report) also checks that spandrel finds that architecture.
     """
-    from . import autodetect
-
     if isinstance(obj, Mapping):
         for key in ("params_ema", "params-ema"):
             if isinstance(obj.get(key), Mapping):
@@ -393,8 +328,6 @@ def load_auto(obj: Any, source: str, arch: str | None = None) -> nn.Module:
 
 def _recorded_arch(meta: Mapping[str, str], path: Path, given: str | None = None) -> tuple[str, dict]:
     """The architecture a ganzip ``generator`` file records (``ganzip.teacher.save_generator``)."""
-    import json
-
     try:
         spec = json.loads(meta["ganzip.arch_spec"])
         arch, opts = spec["arch"], spec.get("opts", {})
@@ -419,8 +352,6 @@ def check_size_value(size: Any, flag: str = "--size") -> int:
 
 def check_image_model(model: nn.Module, size: int, in_channels: int | None = None, device="cpu") -> None:
     """Raise a clear error unless `model` maps a 1×C×size×size image to an N×C×H×W tensor."""
-    from .metrics.cost import infer_in_channels
-
     check_size_value(size)
     c = in_channels or infer_in_channels(model, size=size)
     x = torch.zeros(1, c, size, size, device=resolve_device(device))

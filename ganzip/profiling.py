@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .errors import GanzipError
 from .loading import check_image_model, check_size_value, load_generator
-from .metrics.cost import profile_model, set_in_channels
+from .metrics.cost import compare, profile_model, set_in_channels
 from .student import build_student
 
 
@@ -28,9 +28,7 @@ def profile(model=None, arch=None, arch_opts=None, trust_pickle=False, width=Non
         result["student"] = profile_model(student, size, device, latency=latency, repeats=repeats)
         result["unpruned"] = student.ganzip_student["unpruned"]
         t, s = result["teacher"], result["student"]
-        result["ratios"] = {
-            "macs": t["macs"] / s["macs"],
-            "params": t["params"] / s["params"],
-            "latency": (t["latency_ms"] / s["latency_ms"]) if latency and s["latency_ms"] else None,
-        }
+        ratios = compare(t, s, ("macs", "params", "latency_ms"))
+        result["ratios"] = {"macs": ratios["macs"], "params": ratios["params"],
+                            "latency": ratios["latency_ms"] if latency else None}
     return result

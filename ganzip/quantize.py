@@ -23,7 +23,10 @@ from pathlib import Path
 
 import torch
 
+from .data import ProceduralDataset, is_builtin, open_dataset
 from .errors import GanzipError
+from .metrics.fidelity import from_generator, psnr, ssim
+from .metrics.lpips import load_lpips
 
 # onnxruntime runs these as integer kernels (QLinearConv, QLinearAdd, ...) once Q/DQ pairs surround them.
 # ConvTranspose is not among them: the CPU provider has no integer kernel for it, so a quantized one runs in
@@ -57,8 +60,6 @@ def calibration_images(source: str, size: int, n: int = DEFAULT_CALIBRATION_IMAG
     next `held_out` (or, when there are no more, the calibration images
     unaugmented) measure fidelity.
     """
-    from .data import ProceduralDataset, is_builtin, open_dataset
-
     if n < 1:
         raise GanzipError(f"--calibration-images must be at least 1, got {n}")
     try:
@@ -182,8 +183,6 @@ def operator_counts(path: Path) -> dict[str, int]:
 def load_lpips_if_present():
     """AlexNet LPIPS when its backbone file is installed, else (None, why)."""
     try:
-        from .metrics.lpips import load_lpips
-
         return load_lpips("alex", offline=True), None
     except Exception as exc:  # noqa: BLE001 - a missing asset only drops the column
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -192,8 +191,6 @@ def load_lpips_if_present():
 
 def fidelity(reference: torch.Tensor, candidate: torch.Tensor, lpips=None) -> dict:
     """Mean PSNR (dB), SSIM and LPIPS (None without `lpips`) of `candidate` against `reference`, both in [-1, 1]."""
-    from .metrics.fidelity import from_generator, psnr, ssim
-
     a, b = from_generator(reference), from_generator(candidate)
     out = {"psnr": float(psnr(a, b).mean()), "psnr_min": float(psnr(a, b).min()), "lpips": None}
     try:

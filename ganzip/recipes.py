@@ -37,6 +37,7 @@ from . import losses as _losses  # noqa: F401  (registers the loss terms' sectio
 from .config import SECTIONS, RecipeConfig, coerce_value, config_from_dict, section_keys, valid_keys
 from .errors import GanzipError
 from .tomltext import toml_value as _toml_value
+from .values import parse_value
 
 ENTRY_POINT_GROUP = "ganzip.recipes"
 
@@ -191,29 +192,6 @@ def _merged(name: str, chain: tuple[str, ...]) -> dict:
 
 
 # ---------------------------------------------------------------- --set
-
-
-def parse_value(text: str) -> Any:
-    """Parse the right-hand side of ``--set`` as a TOML value.
-
-    ``3`` -> int, ``2.5e-4`` -> float, ``true`` -> bool, ``[1, 2]`` -> list,
-    ``"x"`` -> str. Anything that is not a TOML value is kept as the bare
-    string (so ``--set adversarial.mode=hinge`` works without quotes).
-    """
-    if not isinstance(text, str):
-        raise GanzipError(f"--set values are strings, got {type(text).__name__}")
-    text = text.strip()
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        raise GanzipError("--set values may not contain control characters (newlines, tabs, ...)")
-    if not text:
-        return ""
-    try:
-        doc = tomllib.loads(f"v = {text}")
-    except Exception:  # TOMLDecodeError, and ValueError/RecursionError on pathological input
-        return text
-    if set(doc) != {"v"}:
-        return text
-    return doc["v"]
 
 
 def _split_list(text: str) -> list[str]:

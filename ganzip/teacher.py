@@ -150,7 +150,7 @@ def file_sha256(path: str | Path) -> str:
 # ---------------------------------------------------------------- held-out metrics
 
 
-def eval_split(data: str, size: int, n: int | None = None):
+def eval_split(data: str, size: int, n: int | None = None, direction: str = "AtoB"):
     """The held-out images of ``data`` with ground truth: its test split (else val), unaugmented.
 
     Returns ``(dataset, split)`` or ``(None, reason)``.
@@ -158,7 +158,7 @@ def eval_split(data: str, size: int, n: int | None = None):
     last = "no test or val split"
     for split in EVAL_SPLITS:
         try:
-            ds = gdata.open_dataset(str(data), split=split, size=size, augment=False, n=n)
+            ds = gdata.open_dataset(str(data), split=split, size=size, augment=False, n=n, direction=direction)
         except GanzipError as exc:
             last = str(exc)
             continue
@@ -237,6 +237,7 @@ def train_teacher(
     overwrite: bool = False,
     quiet: bool = False,
     max_steps: int | None = None,
+    direction: str = "AtoB",
 ) -> TeacherResult:
     """Train generator ``arch`` from scratch on ``data`` and save it with its provenance.
 
@@ -251,6 +252,7 @@ def train_teacher(
         eval_images: held-out images for the final metrics (None: the whole split).
         resume: continue from a checkpoint in ``out`` (same settings only).
         max_steps: stop after this many steps without finishing (the schedule spans the whole run).
+        direction: ``"BtoA"`` swaps the dataset's A and B (``--direction``).
 
     Returns a :class:`TeacherResult`. The held-out metrics compare the trained
     network and the same network at its initialisation with the ground truth
@@ -261,7 +263,7 @@ def train_teacher(
     dev = resolve_device(device)
     overrides = list(overrides or ())
     shortcuts = dict(size=size, steps=steps, batch_size=batch_size, seed=seed)
-    cfg, bundle, plan, first = _teacher_plan(recipe, overrides, shortcuts, data, n_train)
+    cfg, bundle, plan, first = _teacher_plan(recipe, overrides, shortcuts, data, n_train, direction)
     model, spec, D = _network(arch, opts_in, cfg, first, plan)
 
     # ---- OUT (the engine's rules: fresh, resume, or refuse)
@@ -271,7 +273,8 @@ def train_teacher(
             (out / name).unlink(missing_ok=True)
     command = train_command(spec["arch"], str(data), arch_opts=spec.get("opts"), recipe=recipe, overrides=overrides,
                             out=out, **shortcuts)
-    fingerprint = {"kind": "train", "recipe": cfg.hash(), "arch": spec, "data": str(data), "n_train": n_train}
+    fingerprint = {"kind": "train", "recipe": cfg.hash(), "arch": spec, "data": str(data), "n_train": n_train,
+                   **({} if direction == "AtoB" else {"direction": direction})}  # AtoB runs keep their fingerprint
     marker = {"recipe": cfg.name, "seed": cfg.train.seed, "arch": spec, "command": command}
     write_run_marker(out, "running", marker)
 
@@ -283,22 +286,23 @@ def train_teacher(
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu0
     model = result.student.cpu().eval()
     model.ganzip_spec = spec
-    provenance = _provenance(command, spec, data, bundle, cfg, plan, result)
+    provenance = {**_provenance(command, spec, data, bundle, cfg, plan, result), "direction": direction}
     if result.steps < result.total_steps:
         write_run_marker(out, "running", {**marker, "steps": result.steps})
         return TeacherResult(out=out, path=None, provenance=provenance, model=model, steps=result.steps,
                              total_steps=result.total_steps)
-    path = _save_finished(out, model, spec, data, cfg, dev, provenance, eval_images, seconds, cpu_seconds)
+    path = _save_finished(out, model, spec, data, cfg, dev, provenance, eval_images, seconds, cpu_seconds, direction)
     finish_run(out, {**marker, "steps": result.steps})
     return TeacherResult(out=out, path=path, provenance=provenance, model=model, steps=result.steps,
                          total_steps=result.total_steps)
 
 
-def _teacher_plan(recipe: str, overrides: list[str], shortcuts: dict, data, n_train):
+def _teacher_plan(recipe: str, overrides: list[str], shortcuts: dict, data, n_train, direction: str = "AtoB"):
     """The recipe, every training image (no held-out split: no teacher to compare with) and the loss plan."""
     cfg = _resolve(recipe, overrides, **shortcuts)
     t = cfg.train
-    ds = gdata.open_dataset(str(data), split="train", size=t.size, augment=t.augment, seed=t.seed, n=n_train)
+    ds = gdata.open_dataset(str(data), split="train", size=t.size, augment=t.augment, seed=t.seed, n=n_train,
+                            direction=direction)
     if len(ds) < t.batch_size:
         raise GanzipError(f"--data {data} has {len(ds)} training images, fewer than one batch of {t.batch_size}")
     first = ds[0]
@@ -354,14 +358,14 @@ def _provenance(command: str, spec: dict, data, bundle: DataBundle, cfg, plan, r
 
 
 def _save_finished(out: Path, model, spec: dict, data, cfg, dev, provenance: dict, eval_images, seconds: float,
-                   cpu_seconds: float) -> Path:
+                   cpu_seconds: float, direction: str = "AtoB") -> Path:
     """Write teacher.safetensors and teacher.json (metrics on held-out images, cost, versions)."""
     t = cfg.train
     path = save_generator(model, out / TEACHER_FILE, metadata={
         "ganzip.training": {k: provenance[k] for k in ("command", "data", "recipe", "recipe_hash", "seed", "size",
                                                         "batch_size", "steps")},
     })
-    eval_ds, where = eval_split(str(data), t.size, n=eval_images)
+    eval_ds, where = eval_split(str(data), t.size, n=eval_images, direction=direction)
     if eval_ds is not None:
         untrained = build_fresh(spec["arch"], spec.get("opts"), t.seed)
         metrics = {

@@ -273,6 +273,39 @@ def test_cli_fid_save_stats_writes_mu_and_sigma(cli, weights, folders, tmp_path)
     assert stats.count == N_IMAGES and np.isfinite(stats.sigma).all()
 
 
+def test_cli_fid_save_stats_takes_pytorch_fids_argument_order(cli, weights, folders, tmp_path):
+    """`python -m pytorch_fid --save-stats DIR OUT.npz` carries over: the same statistics as `DIR --save-stats OUT`."""
+    ours, theirs = tmp_path / "ours.npz", tmp_path / "theirs.npz"
+    common = ("--inception-weights", weights, "--dims", "192", "--quiet", "--no-cache")
+    assert cli("fid", folders[0], "--save-stats", ours, *common).exit_code == 0
+    res = cli("fid", "--save-stats", folders[0], theirs, *common)
+    assert res.exit_code == 0, res.stderr
+    a, b = fidm.load_stats(ours, dims=192), fidm.load_stats(theirs, dims=192)
+    assert b.count == N_IMAGES and np.array_equal(a.mu, b.mu) and np.array_equal(a.sigma, b.sigma)
+
+
+def test_cli_fid_save_stats_into_a_folder_exits_2(cli, weights, folders):
+    res = cli("fid", folders[0], "--save-stats", folders[1], "--inception-weights", weights, "--quiet")
+    res.assert_user_error("is a folder")
+
+
+@pytest.mark.parametrize("save", [False, True])
+def test_cli_fid_num_workers_reaches_the_image_reader(cli, weights, folders, tmp_path, monkeypatch, save):
+    seen = []
+    real = fidm.InceptionFeatures.from_files
+
+    def spy(self, files, *args, num_workers=None, **kwargs):
+        seen.append(num_workers)
+        return real(self, files, *args, num_workers=num_workers, **kwargs)
+
+    monkeypatch.setattr(fidm.InceptionFeatures, "from_files", spy)
+    args = ("--save-stats", tmp_path / "s.npz") if save else (folders[1],)
+    res = cli("fid", folders[0], *args, "--num-workers", "3", "--inception-weights", weights, "--dims", "192",
+              "--quiet", "--no-cache")
+    assert res.exit_code == 0, res.stderr
+    assert seen and set(seen) == {3}
+
+
 def test_cli_fid_without_the_inception_weights_exits_2(cli, folders, monkeypatch):
     monkeypatch.setenv("GANZIP_OFFLINE", "1")
     res = cli("fid", *folders, "--quiet")

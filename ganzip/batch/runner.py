@@ -26,6 +26,7 @@ from .files import ERROR_FILE, LOG_FILE, clean_batch_files, job_state, write_bat
 from .leaderboard import LEADERBOARD_FILES, leaderboard_rows, write_leaderboard
 from .manifest import load_manifest
 from .schema import Job, Manifest
+from ..leftovers import carry_latencies
 from .worker import JOB_FILE, WORKER_LOG, attempt, compress_job, launch, state_dir, worker_argv, write_job_file
 
 LAUNCHERS = ("auto", "inprocess", "subprocess", "torchrun")
@@ -151,6 +152,8 @@ def finish_batch(outcomes: Sequence[JobOutcome], root: Path, manifest: Path, *, 
                  latency_device: str = "cpu") -> dict[str, Path]:
     """Measure every row from the files on disk and write the leaderboard (every launcher ends here)."""
     rows = leaderboard_rows(outcomes, latency=latency_repeats > 0, repeats=latency_repeats, device=latency_device)
+    if latency_repeats == 0:  # keep what an earlier run measured for jobs that did not change
+        carry_latencies(rows, root / "leaderboard.json")
     for oc, row in zip(outcomes, rows):
         oc.row = row
     return write_leaderboard(root, manifest, rows,

@@ -1,8 +1,12 @@
 """`ganzip assets`: which pretrained files ganzip uses, where it looks, and installing them."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from .. import assets
+from ..errors import GanzipError
 from . import main
 from .common import echo_json
 
@@ -25,8 +29,6 @@ def assets_cmd(ctx, as_json, no_verify):
     """
     if ctx.invoked_subcommand is not None:
         return
-    from .. import assets
-
     entries = assets.list_assets(check_hash=not no_verify)
     if as_json:
         echo_json({"ganzip_home": str(assets.ganzip_home()), "assets": entries})
@@ -59,11 +61,6 @@ def import_cmd(file, name):
     such a file anyway, pass it explicitly (e.g. --inception-weights FILE):
     reports then mark it unverified.
     """
-    from pathlib import Path
-
-    from .. import assets
-    from ..errors import GanzipError
-
     if Path(file).is_dir():
         raise GanzipError(f"{file} is a folder: give the downloaded weights file itself (for example a .pth)")
     if not Path(file).is_file():

@@ -50,7 +50,7 @@ from .common import echo_json
 def batch_cmd(manifest, out, gpus, launcher, nproc_per_node, address, gpus_per_job, cpus_per_job, partition,
               time_limit, array_parallelism, slurm_opts, show_status, wait, latency_repeats, latency_device, dry_run,
               progress, as_json, trust_code):
-    """Run every job of MANIFEST (TOML) and rank them in a leaderboard.
+    """Run every job of MANIFEST (TOML) and compare them in a leaderboard (one row per job, in manifest order).
 
     Each [[job]] names a teacher (zoo --arch plus weights, package.module:callable
     plus weights, a ganzip generator file; a TorchScript file loads but cannot

@@ -93,7 +93,7 @@ def info_cmd(source, verify, as_json):
     click.echo(f"{info['source']}: {info['kind']}" + (f" built-in task: {info['description']}" if info["builtin"] else ""))
     for split, entry in info["splits"].items():
         if info["builtin"]:
-            click.echo(f"  {split:5s} {entry['images']} images by default (any number with n=)")
+            click.echo(f"  {split:5s} {entry['images']} images by default (`ganzip data make --n N` writes any number)")
             continue
         for side, d in entry.items():
             line = f"  {split:5s} {side}: {d['folder']}: {d['images']} images"

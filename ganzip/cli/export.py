@@ -17,8 +17,9 @@ FORMAT_HELP = (
 @click.argument("student", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["onnx", "pt2", "executorch", "tflite", "coreml", "torchscript"]),
               default="onnx", show_default=True, help=FORMAT_HELP)
-@click.option("--size", type=int, default=256, show_default=True,
-              help="Side of the square input: the file takes 1x3xSIZExSIZE unless --dynamic.")
+@click.option("--size", type=int, default=None,
+              help="Side of the square input: the file takes 1x3xSIZExSIZE unless --dynamic "
+                   "(default: the student's training size, else 256).")
 @click.option("--dynamic", is_flag=True, help="Dynamic batch, height and width (onnx, pt2); also checks other shapes.")
 @click.option("--out", default=None, type=click.Path(),
               help="Output file (default: beside STUDENT, as NAME.onnx, NAME.int8.onnx, NAME.pte, ...).")
@@ -68,6 +69,11 @@ def export_cmd(student, fmt, size, dynamic, out, arch, arch_opts, trust_pickle, 
       ganzip export latest_net_G.pth --arch resnet_9blocks --format onnx --json
     """
     from ..export import export, sidecar_path
+    from ..sizing import resolve_size
+
+    size, size_warning = resolve_size(student, size)
+    if size_warning:
+        click.echo(f"warning: {size_warning}", err=True)
 
     result = export(student, out=out, format=fmt, arch=arch, arch_opts=arch_opts, trust_pickle=trust_pickle,
                     size=size, dynamic=dynamic, tolerance=tolerance, opset=opset, latency=not no_latency,

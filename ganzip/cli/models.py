@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from .. import models
 from . import main
 from .common import echo_json
 
@@ -11,8 +12,6 @@ from .common import echo_json
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def models_cmd(as_json):
     """List the zoo architectures and their options (for --arch / --arch-opt)."""
-    from .. import models
-
     rows = {name: models.model_options(name) for name in models.list_models()}
     if as_json:
         echo_json(rows)

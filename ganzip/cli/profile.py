@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..metrics.cost import format_macs, format_params
 from . import main
 from .common import device_option, echo_json, model_options
 
@@ -58,8 +59,6 @@ def profile_cmd(model, arch, arch_opts, trust_pickle, width, round_to, size, rep
 
 
 def format_profile(result: dict) -> str:
-    from ..metrics.cost import format_macs, format_params
-
     def ms(v):
         return "-" if v is None else f"{v:.1f} ms"
 

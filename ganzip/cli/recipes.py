@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..recipes import list_recipes, recipe_info, resolve_recipe, to_json, to_toml
 from . import main
 
 
@@ -12,7 +13,8 @@ def recipes_cmd(ctx):
     """List the recipes `ganzip compress --recipe` accepts.
 
     A recipe is a TOML file of loss weights and training settings (see
-    docs/recipes.md). Built-in presets live in recipes/*.toml; installed
+    docs/recipes.md). The built-in presets ship inside the package (this
+    list; `ganzip recipes show NAME > my.toml` copies one to edit); installed
     packages add more through the `ganzip.recipes` entry-point group.
 
     \b
@@ -23,8 +25,6 @@ def recipes_cmd(ctx):
     """
     if ctx.invoked_subcommand is not None:
         return
-    from ..recipes import list_recipes, recipe_info
-
     infos = [recipe_info(name) for name in list_recipes()]
     width = max(len(i["name"]) for i in infos)
     for info in infos:
@@ -44,7 +44,5 @@ def show_cmd(name, overrides, fmt):
       ganzip recipes show crd --set train.steps=2000 > my-crd.toml
       ganzip compress model.pth --arch resnet_9blocks --recipe my-crd.toml --data DIR
     """
-    from ..recipes import resolve_recipe, to_json, to_toml
-
     cfg = resolve_recipe(name, overrides)
     click.echo(to_toml(cfg) if fmt == "toml" else to_json(cfg), nl=False)

@@ -14,6 +14,9 @@ from .common import device_option
               help="Architecture option, repeatable (e.g. --arch-opt ngf=16).")
 @click.option("--data", required=True, metavar="builtin:TASK|DIR",
               help="Training images; paired data (A|B, or builtin:edges2shapes / labels2shapes) gives a real objective.")
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True,
+              help="BtoA swaps the dataset's A and B (A|B halves, trainA/trainB): for CycleGAN's G_B "
+                   "or a BtoA pix2pix model (facades label2photo).")
 @click.option("--recipe", default="scratch", show_default=True,
               help="A recipe without teacher terms (scratch: L1 100 to the ground truth + PatchGAN for pairs).")
 @click.option("--size", type=int, default=None, help="Training image side (default: the recipe's, 256).")
@@ -30,7 +33,7 @@ from .common import device_option
 @click.option("--no-resume", is_flag=True, help="Start over even if --out holds a checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a finished run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_cmd(arch, arch_opts, data, recipe, size, steps, batch_size, seed, overrides, out, device, checkpoint_every,
+def train_cmd(arch, arch_opts, data, direction, recipe, size, steps, batch_size, seed, overrides, out, device, checkpoint_every,
               log_every, no_resume, overwrite, quiet):
     """Train a generator from scratch on --data and save it as a teacher.
 
@@ -53,7 +56,8 @@ def train_cmd(arch, arch_opts, data, recipe, size, steps, batch_size, seed, over
     result = train_teacher(arch, data, arch_opts=list(arch_opts), steps=steps, size=size, batch_size=batch_size,
                            seed=seed, recipe=recipe, overrides=list(overrides), out=out, device=device,
                            checkpoint_every=checkpoint_every, log_every=log_every, resume=not no_resume,
-                           overwrite=overwrite, quiet=quiet)
+                           overwrite=overwrite, quiet=quiet,
+                           direction=direction)
     metrics = result.metrics
     if "trained" in metrics:
         tr, un = metrics["trained"], metrics["untrained"]

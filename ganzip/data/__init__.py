@@ -23,6 +23,7 @@ from .folders import (
     Layout,
     PairedFolder,
     UnpairedFolders,
+    _Scanned,
     holdout_split,
     image_folder,
     read_image,
@@ -32,7 +33,7 @@ from .folders import (
     to_channels,
     to_rgb,
 )
-from .procedural import TASKS, ProceduralDataset, generate, list_tasks, make_dataset
+from .procedural import DEFAULT_N, TASKS, ProceduralDataset, generate, get_task, list_tasks, make_dataset
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -236,11 +237,7 @@ def inspect_source(source: str | os.PathLike, verify: bool = False) -> dict:
     Scans headers only unless `verify` (then every image is decoded). For a
     built-in task, describes the task instead.
     """
-    from .folders import _Scanned
-
     if is_builtin(source):
-        from .procedural import DEFAULT_N, get_task
-
         task = get_task(source)
         return {"source": source, "kind": task.kind, "builtin": True, "description": task.description,
                 "splits": {s: {"images": n} for s, n in DEFAULT_N.items()}}

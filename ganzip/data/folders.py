@@ -1,4 +1,4 @@
-"""Image folders on disk: layout detection, robust decoding, torch Datasets.
+"""Image folders on disk as torch Datasets (layouts in `ganzip.data.layout`, decoding in `ganzip.data.files`).
 
 Understands the layouts of pytorch-CycleGAN-and-pix2pix:
 
@@ -17,433 +17,86 @@ Decompression-bomb protection (``PIL.Image.MAX_IMAGE_PIXELS``) stays on.
 """
 from __future__ import annotations
 
-import json
+import copy
 import os
-import stat
-import struct
 import warnings
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import GanzipError
 from . import transforms as T
-
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
-MIN_SIDE = 8
-"""Images smaller than this on either side (each half, for paired images) are skipped."""
-
-# What a malformed file can make PIL raise while opening or decoding it.
-DECODE_ERRORS = (
-    UnidentifiedImageError,
-    Image.DecompressionBombError,
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    struct.error,
-    IndexError,
-    TypeError,
-    ZeroDivisionError,
-    MemoryError,
-)
-
-_UNPAIRED_DIRS = ("trainA", "trainB", "valA", "valB", "testA", "testB")
-_PAIRED_DIRS = ("train", "val", "test")
-
-
-def accepted_extensions() -> str:
-    return ", ".join(IMG_EXTENSIONS)
-
-
-def is_image_file(path: str | Path) -> bool:
-    return str(path).lower().endswith(IMG_EXTENSIONS)
-
-
-# ---------------------------------------------------------------------------
-# Layout
+from .files import (CHANNELS, DECODE_ERRORS, IMG_EXTENSIONS, MIN_SIDE, SkipImage, _Scanned,  # noqa: F401
+                    accepted_extensions, check_channels, is_image_file, list_files, probe, read_image, read_rgb,
+                    summarize_skips, to_channels, to_rgb)
+from .layout import Layout, resolve_layout  # noqa: F401  (importable from here as before)
 
 
 @dataclass(frozen=True)
-class Layout:
-    """Where a dataset's images are.
+class FolderOptions:
+    """What every folder dataset takes besides its folders (all keyword arguments of the dataset classes).
 
-    kind: "unpaired" | "paired" | "plain".
-    splits: split name -> folder of inputs (unpaired: the A folders; paired:
-    the A|B folders, or the A folders of separate A/ and B/; plain:
-    {"all": root}). A split named "all" serves every split.
-    b_splits: split name -> folder of target-domain (B) images: the B folders
-    of an unpaired layout, or of a paired one kept in separate A/ and B/
-    folders (matched by file name). Empty for A|B images and plain folders.
+    size: the side of the images given out; load_size: resize before cropping
+    (preprocess); augment: random crop and flip, drawn per item from
+    (seed, epoch, index); n: keep the first n usable images; direction: AtoB or
+    BtoA (which side is the input); min_side: smaller images are skipped;
+    verify: decode every file while scanning; channels / b_channels: image
+    channels of the input and the target; b_scale: target side / input side.
     """
 
-    kind: str
-    root: Path
-    splits: dict[str, Path] = field(default_factory=dict)
-    b_splits: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def separate_pairs(self) -> bool:
-        """True for paired data kept as A/ and B/ folders (matched by file name), not A|B images."""
-        return self.kind == "paired" and bool(self.b_splits)
-
-    def folder(self, split: str) -> Path:
-        """The input folder of `split` ("all" serves any split)."""
-        if "all" in self.splits:
-            return self.splits["all"]
-        if split not in self.splits:
-            raise GanzipError(
-                f"{self.root} has no {split!r} split ({self.kind} layout with {', '.join(self.splits) or 'no splits'}): "
-                f"{self._hint(split)}"
-            )
-        return self.splits[split]
-
-    def b_folder(self, split: str) -> Path | None:
-        """The target-domain folder of `split` when B images live in their own folder, else None."""
-        if "all" in self.b_splits:
-            return self.b_splits["all"]
-        return self.b_splits.get(split)
-
-    @property
-    def eval_split(self) -> str:
-        """The split to report on: "test" when there is one, else "val" (edges2shoes has no test)."""
-        if "all" in self.splits:
-            return "all"
-        for name in ("test", "val"):
-            if name in self.splits:
-                return name
-        return "train"
-
-    def _hint(self, split: str) -> str:
-        want = f"{split}A/" if self.kind == "unpaired" else f"{split}/"
-        return f"add a {want} folder or choose one of the splits that exist"
+    size: int = 256
+    load_size: int | None = None
+    augment: bool = False
+    seed: int = 0
+    n: int | None = None
+    direction: str = "AtoB"
+    preprocess: str = "resize_and_crop"
+    flip: bool = True
+    min_side: int = MIN_SIDE
+    verify: bool = False
+    channels: int = 3
+    b_channels: int | None = None
+    b_scale: int = 1
 
 
-def _check_complete(root: Path) -> None:
-    """A folder `ganzip data make` was still writing (or that was cut short) is refused, not half-used."""
-    marker = root / "ganzip-data.json"
-    if not marker.is_file():
-        return
-    try:
-        info = json.loads(marker.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return
-    if isinstance(info, dict) and info.get("complete") is False:
-        raise GanzipError(f"{root} is an incomplete dataset: `ganzip data make {info.get('task', 'NAME')}` was cut short "
-                          "(a full disk or an interrupted run); make it again with --overwrite")
-
-
-def resolve_layout(path: str | os.PathLike, kind: str | None = None) -> Layout:
-    """Detect the layout of the dataset folder `path`.
-
-    A folder with any of trainA/trainB/testA/testB/valA/valB is "unpaired";
-    else one with train/val/test subfolders is "paired" (A|B images); else it
-    is a "plain" folder of images (searched recursively). `kind` forces an
-    interpretation, e.g. ``kind="paired"`` for a single folder of A|B images
-    (then its only split is "all").
-    """
-    root = Path(path).expanduser()
-    if not root.exists():
-        raise GanzipError(f"data folder {root} does not exist: pass an existing folder of images (e.g. --data datasets/horse2zebra)")
-    if not root.is_dir():
-        raise GanzipError(f"--data {root} is a file, not a folder: pass the folder that holds the images")
-    if kind not in (None, "unpaired", "paired", "plain"):
-        raise GanzipError(f"unknown layout kind {kind!r}: use unpaired, paired or plain")
-    _check_complete(root)
-    subdirs = {p.name for p in root.iterdir() if p.is_dir()}
-    has_unpaired = any(d in subdirs for d in _UNPAIRED_DIRS)
-    has_paired = any(d in subdirs for d in _PAIRED_DIRS)
-    if not has_unpaired and not has_paired and {"A", "B"} <= subdirs and kind != "plain":
-        return _separate_layout(root, kind)
-
-    if kind == "unpaired" or (kind is None and has_unpaired):
-        if not has_unpaired:
-            raise GanzipError(f"{root} has none of the unpaired folders {', '.join(_UNPAIRED_DIRS)}")
-        splits = {s: root / f"{s}A" for s in _PAIRED_DIRS if f"{s}A" in subdirs}
-        b_splits = {s: root / f"{s}B" for s in _PAIRED_DIRS if f"{s}B" in subdirs}
-        if not splits:
-            raise GanzipError(
-                f"{root} has only target-domain folders ({', '.join(sorted(d for d in subdirs if d.endswith('B')))}): "
-                "add trainA/ (and testA/) with the input images"
-            )
-        return Layout("unpaired", root, splits, b_splits)
-    if kind == "paired" or (kind is None and has_paired):
-        splits = {s: root / s for s in _PAIRED_DIRS if s in subdirs}
-        if not splits:  # forced paired on a single folder of A|B images
-            splits = {"all": root}
-        return Layout("paired", root, splits)
-    return Layout("plain", root, {"all": root})
-
-
-def _separate_layout(root: Path, kind: str | None) -> Layout:
-    a, b = root / "A", root / "B"
-    names = [s for s in _PAIRED_DIRS if (a / s).is_dir()]
-    if names:
-        splits = {s: a / s for s in names}
-        b_splits = {s: b / s for s in names if (b / s).is_dir()}
-    else:
-        splits, b_splits = {"all": a}, {"all": b}
-    if kind is None:
-        same = all(
-            _stems(splits[s]) == _stems(b_splits[s]) for s in splits if s in b_splits
-        ) and bool(b_splits)
-        kind = "paired" if same else "unpaired"
-    if kind == "paired":
-        missing = [s for s in splits if s not in b_splits]
-        if missing:
-            raise GanzipError(f"{b} has no {', '.join(missing)} folder to pair with {a}")
-    return Layout(kind, root, splits, b_splits)
-
-
-def _stems(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder).with_suffix("")) for p in list_files(folder) if is_image_file(p)}
-
-
-# ---------------------------------------------------------------------------
-# Decoding
-
-
-class SkipImage(Exception):
-    """An image file that cannot be used; the message is the reason."""
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL image -> 8-bit RGB.
-
-    Transparent images (RGBA, LA, palette with transparency) are composited
-    over white; 16-bit and 32-bit integer greyscale is scaled to 8 bits
-    (assuming the 16-bit range when values exceed 255); float images in [0, 1]
-    are scaled by 255; CMYK, YCbCr, 1-bit and palette images are converted.
-    """
-    mode = img.mode
-    if mode == "RGB":
-        return img
-    if mode == "P" and "transparency" in img.info:
-        img, mode = img.convert("RGBA"), "RGBA"
-    if mode in ("RGBA", "LA", "La", "RGBa", "PA"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if mode.startswith("I;16") or mode == "I":
-        arr = np.asarray(img).astype(np.float64)
-        if mode.startswith("I;16") or (arr.size and arr.max() > 255):
-            arr = arr / 257.0
-        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L").convert("RGB")
-    if mode == "F":
-        arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
-        if arr.size and arr.max() <= 1.0:
-            arr = arr * 255.0
-        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L").convert("RGB")
-    return img.convert("RGB")
-
-
-CHANNELS = (1, 3, 4)
-"""Image channels a dataset can deliver: grey-scale (L), RGB, RGB + mask (RGBA: the alpha band is the mask)."""
-
-
-def check_channels(channels: int, what: str = "image") -> int:
-    if channels not in CHANNELS:
-        raise GanzipError(f"the model's {what} has {channels} channels; ganzip reads images as 1 (grey-scale), "
-                          "3 (RGB) or 4 (RGB + mask, from the alpha band) channels")
-    return int(channels)
-
-
-def to_channels(img: Image.Image, channels: int) -> Image.Image:
-    """A decoded image as 1 (L), 3 (RGB) or 4 (RGBA) channels.
-
-    Grey-scale comes from the RGB conversion of :func:`to_rgb`. For 4 channels
-    the alpha band is kept as the fourth channel (the mask of inpainting
-    models); an image without alpha gets a constant 255 there.
-    """
-    if channels == 4:
-        if img.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (img.mode == "P" and "transparency" in img.info):
-            return img.convert("RGBA")
-        return to_rgb(img).convert("RGBA")
-    rgb = to_rgb(img)
-    return rgb.convert("L") if channels == 1 else rgb
-
-
-def read_image(path: str | Path, channels: int = 3) -> Image.Image:
-    """Decode `path` fully as a 1-, 3- or 4-channel image (see :func:`to_channels`), or raise SkipImage."""
-    if channels == 3:
-        return read_rgb(path)
-    return read_rgb(path, convert=lambda im: to_channels(im, channels))
-
-
-def read_rgb(path: str | Path, convert=None) -> Image.Image:
-    """Decode `path` fully into an RGB image (or ``convert(image)``), or raise SkipImage saying why not."""
-    convert = convert or to_rgb
-    try:
-        with warnings.catch_warnings():
-            # Header oddities (odd TIFF tags, large-but-allowed sizes) are not the user's concern
-            # unless the pixels fail to decode.
-            warnings.simplefilter("ignore")
-            with Image.open(path) as im:
-                with warnings.catch_warnings():
-                    # PIL warns (rather than raises) on some truncated files, e.g. TIFF: treat as corrupt.
-                    warnings.simplefilter("error", UserWarning)
-                    im.load()
-                return convert(im)
-    except Image.DecompressionBombError as exc:
-        raise SkipImage(f"too many pixels (decompression-bomb limit {Image.MAX_IMAGE_PIXELS}): {exc}") from None
-    except UnidentifiedImageError:
-        raise SkipImage("not a readable image") from None
-    except (*DECODE_ERRORS, UserWarning) as exc:
-        raise SkipImage(f"cannot decode ({type(exc).__name__}: {exc})") from None
-
-
-def probe(path: str | Path) -> tuple[int, int]:
-    """Read only the header of `path`: its (width, height), or SkipImage."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as im:
-                return im.size
-    except Image.DecompressionBombError:
-        raise SkipImage(f"too many pixels (decompression-bomb limit {Image.MAX_IMAGE_PIXELS})") from None
-    except UnidentifiedImageError:
-        raise SkipImage("not a readable image") from None
-    except DECODE_ERRORS as exc:
-        raise SkipImage(f"cannot read header ({type(exc).__name__}: {exc})") from None
-
-
-def _size_problem(w: int, h: int, paired: bool, min_side: int) -> str | None:
-    if paired and w % 2:
-        return f"odd width {w}: a paired image must be two halves (A|B) of equal width"
-    half = w // 2 if paired else w
-    if min(half, h) < min_side:
-        what = "each half" if paired else "image"
-        return f"{what} is {half}x{h}, smaller than the {min_side} px minimum side"
-    return None
-
-
-def list_files(root: Path, recursive: bool = True) -> list[Path]:
-    """Every regular file under `root` (hidden files and folders excluded), sorted."""
-    if recursive:
-        out = []
-        seen = set()
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-            real = os.path.realpath(dirpath)
-            if real in seen:  # a symlink loop, or a folder linked twice
-                dirnames[:] = []
-                continue
-            seen.add(real)
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            out.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
-        return sorted(out)
-    return sorted(p for p in root.iterdir() if not p.is_dir() and not p.name.startswith("."))
-
-
-def _unreadable(path: Path) -> str | None:
-    """Why `path` cannot be opened as an image file at all: a FIFO, device or dangling link, or no permission.
-
-    Opening a FIFO blocks forever, so only regular files (and links to them) are ever opened.
-    """
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return "a symbolic link to nothing"
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file (a FIFO, socket or device)"
-    if not os.access(path, os.R_OK):
-        return "cannot be read (permission denied)"
-    return None
-
-
-# ---------------------------------------------------------------------------
-# Datasets
-
-
-class _Scanned:
-    """The usable image files of one folder, with the skipped ones and why."""
-
-    def __init__(self, root: Path, paired: bool, min_side: int, verify: bool, n: int | None, recursive: bool = True):
-        root = Path(root)
-        if n is not None and (isinstance(n, bool) or int(n) < 1):
-            raise GanzipError(f"n (the number of images to use) must be at least 1, got {n!r}")
-        if not root.is_dir():
-            raise GanzipError(f"image folder {root} does not exist: pass a folder of images ({accepted_extensions()})")
-        self.root = root
-        self.paths: list[str] = []
-        self.skip_reasons: list[tuple[str, str]] = []
-        for path in list_files(root, recursive):
-            if n is not None and len(self.paths) >= n:
-                break
-            if not is_image_file(path):
-                self.skip_reasons.append((str(path), f"not an image file (accepted: {accepted_extensions()})"))
-                continue
-            why = _unreadable(path)
-            if why:
-                self.skip_reasons.append((str(path), why))
-                continue
-            try:
-                w, h = read_rgb(path).size if verify else probe(path)
-            except SkipImage as exc:
-                self.skip_reasons.append((str(path), str(exc)))
-                continue
-            problem = _size_problem(w, h, paired, min_side)
-            if problem:
-                self.skip_reasons.append((str(path), problem))
-                continue
-            self.paths.append(str(path))
-        if not self.paths:
-            raise GanzipError(self._empty_message(paired, min_side))
-
-    def _empty_message(self, paired: bool, min_side: int) -> str:
-        if not self.skip_reasons:
-            return f"no images in {self.root}: put image files ({accepted_extensions()}) in it"
-        what = "paired A|B images" if paired else "images"
-        return (
-            f"no usable {what} in {self.root}: {summarize_skips(self.skip_reasons)}; "
-            f"images need a side of at least {min_side} px"
-            + (" per half and an even width" if paired else "")
-            + f" and one of the extensions {accepted_extensions()}"
-        )
-
-
-def summarize_skips(reasons: Sequence[tuple[str, str]]) -> str:
-    """'3 files skipped (2 not an image file, 1 smaller than ...)' from (path, reason) pairs."""
-    if not reasons:
-        return "no files skipped"
-    kinds = Counter(_reason_kind(r) for _, r in reasons)
-    detail = ", ".join(f"{c} {k}" for k, c in kinds.most_common())
-    return f"{len(reasons)} file{'s' if len(reasons) != 1 else ''} skipped ({detail}; first: {reasons[0][0]})"
-
-
-def _reason_kind(reason: str) -> str:
-    return reason.split(" (")[0].split(":")[0]
+_ALL_OPTIONS = frozenset(f.name for f in fields(FolderOptions))
 
 
 class _Base(Dataset):
     """Shared: preprocessing options, per-item seeded RNG, epochs, skip bookkeeping."""
 
     kind = "plain"
+    takes = _ALL_OPTIONS  # the FolderOptions this dataset class accepts
 
-    def __init__(self, size, load_size, augment, seed, preprocess, flip, channels=3, b_channels=None, b_scale=1):
-        T.check_preprocess(preprocess, size, load_size)
-        self.channels = check_channels(channels, "input")
-        self.b_channels = check_channels(b_channels or channels, "output")
+    def __init__(self, **options):
+        unknown = sorted(set(options) - self.takes)
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {unknown[0]!r}")
+        opts = self.options = FolderOptions(**options)
+        T.check_preprocess(opts.preprocess, opts.size, opts.load_size)
+        self.channels = check_channels(opts.channels, "input")
+        self.b_channels = check_channels(opts.b_channels or opts.channels, "output")
+        b_scale, seed = opts.b_scale, opts.seed
         if isinstance(b_scale, bool) or not isinstance(b_scale, (int, np.integer)) or b_scale < 1:
             raise GanzipError(f"the target scale must be a positive integer (output side / input side), got {b_scale!r}")
         self.b_scale = int(b_scale)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise GanzipError(f"seed must be a non-negative integer, got {seed!r}")
-        self.size = int(size)
-        self.load_size = load_size
-        self.augment = bool(augment)
+        self.size = int(opts.size)
+        self.load_size = opts.load_size
+        self.augment = bool(opts.augment)
         self.seed = int(seed)
-        self.preprocess = preprocess
-        self.flip = bool(flip)
+        self.preprocess = opts.preprocess
+        self.flip = bool(opts.flip)
         self.epoch = 0
         self.load_failures: list[tuple[str, str]] = []  # decode errors met while iterating (this process)
+
+    def _scan(self, root, paired: bool = False, n: int | None = None, recursive: bool = True) -> _Scanned:
+        return _Scanned(Path(root), paired, self.options.min_side, self.options.verify, n, recursive)
 
     def set_epoch(self, epoch: int) -> None:
         """Use the augmentation draws of `epoch` (like DistributedSampler.set_epoch).
@@ -509,28 +162,14 @@ class ImageFolder(_Base):
     """
 
     kind = "plain"
+    takes = _ALL_OPTIONS - {"direction", "b_channels", "b_scale"}
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        size: int = 256,
-        load_size: int | None = None,
-        augment: bool = False,
-        seed: int = 0,
-        n: int | None = None,
-        key: str = "A",
-        preprocess: str = "resize_and_crop",
-        flip: bool = True,
-        min_side: int = MIN_SIDE,
-        verify: bool = False,
-        recursive: bool = True,
-        channels: int = 3,
-    ) -> None:
-        super().__init__(size, load_size, augment, seed, preprocess, flip, channels)
-        scan = _Scanned(Path(root), False, min_side, verify, n, recursive)
+    def __init__(self, root: str | os.PathLike, *, key: str = "A", recursive: bool = True, **options) -> None:
+        super().__init__(**options)
+        scan = self._scan(root, False, self.options.n, recursive)
         self.root, self.paths, self.skip_reasons = scan.root, scan.paths, scan.skip_reasons
         self.key = key
-        self.min_side = min_side
+        self.min_side = self.options.min_side
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -554,33 +193,18 @@ class PairedFolder(_Base):
 
     kind = "paired"
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        size: int = 256,
-        load_size: int | None = None,
-        augment: bool = False,
-        seed: int = 0,
-        n: int | None = None,
-        direction: str = "AtoB",
-        preprocess: str = "resize_and_crop",
-        flip: bool = True,
-        min_side: int = MIN_SIDE,
-        verify: bool = False,
-        channels: int = 3,
-        b_channels: int | None = None,
-        b_scale: int = 1,
-    ) -> None:
-        super().__init__(size, load_size, augment, seed, preprocess, flip, channels, b_channels, b_scale)
+    def __init__(self, root: str | os.PathLike, **options) -> None:
+        super().__init__(**options)
+        direction = self.options.direction
         _check_direction(direction)
         if self.b_scale != 1:
             raise GanzipError(f"{root} holds A|B images, whose halves have one size, but the model's output is "
                               f"{self.b_scale}x its input: keep low- and high-resolution images in separate folders "
                               "(--data LR_DIR --target HR_DIR, matched by file name)")
-        scan = _Scanned(Path(root), True, min_side, verify, n)
+        scan = self._scan(root, True, self.options.n)
         self.root, self.paths, self.skip_reasons = scan.root, scan.paths, scan.skip_reasons
         self.direction = direction
-        self.min_side = min_side
+        self.min_side = self.options.min_side
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -616,30 +240,14 @@ class UnpairedFolders(_Base):
 
     kind = "unpaired"
 
-    def __init__(
-        self,
-        root_a: str | os.PathLike,
-        root_b: str | os.PathLike,
-        size: int = 256,
-        load_size: int | None = None,
-        augment: bool = False,
-        seed: int = 0,
-        n: int | None = None,
-        direction: str = "AtoB",
-        preprocess: str = "resize_and_crop",
-        flip: bool = True,
-        min_side: int = MIN_SIDE,
-        verify: bool = False,
-        channels: int = 3,
-        b_channels: int | None = None,
-        b_scale: int = 1,
-    ) -> None:
-        super().__init__(size, load_size, augment, seed, preprocess, flip, channels, b_channels, b_scale)
+    def __init__(self, root_a: str | os.PathLike, root_b: str | os.PathLike, **options) -> None:
+        super().__init__(**options)
+        direction = self.options.direction
         _check_direction(direction)
         if direction == "BtoA":
             root_a, root_b = root_b, root_a
-        a = _Scanned(Path(root_a), False, min_side, verify, n)
-        b = _Scanned(Path(root_b), False, min_side, verify, None)
+        a = self._scan(root_a, False, self.options.n)
+        b = self._scan(root_b, False, None)
         self.root, self.root_b = a.root, b.root
         self.paths, self.b_paths = a.paths, b.paths
         self.skip_reasons = a.skip_reasons + b.skip_reasons
@@ -674,31 +282,15 @@ class AlignedFolders(_Base):
 
     kind = "paired"
 
-    def __init__(
-        self,
-        root_a: str | os.PathLike,
-        root_b: str | os.PathLike,
-        size: int = 256,
-        load_size: int | None = None,
-        augment: bool = False,
-        seed: int = 0,
-        n: int | None = None,
-        direction: str = "AtoB",
-        preprocess: str = "resize_and_crop",
-        flip: bool = True,
-        min_side: int = MIN_SIDE,
-        verify: bool = False,
-        channels: int = 3,
-        b_channels: int | None = None,
-        b_scale: int = 1,
-    ) -> None:
-        super().__init__(size, load_size, augment, seed, preprocess, flip, channels, b_channels, b_scale)
+    def __init__(self, root_a: str | os.PathLike, root_b: str | os.PathLike, **options) -> None:
+        super().__init__(**options)
+        direction = self.options.direction
         _check_direction(direction)
         if direction == "BtoA" and self.b_scale != 1:
             raise GanzipError("direction BtoA would feed the high-resolution images to a model that enlarges them: "
                               "use AtoB with A holding the low-resolution inputs")
-        a = _Scanned(Path(root_a), False, min_side, verify, n)
-        b = _Scanned(Path(root_b), False, min_side, verify, None)
+        a = self._scan(root_a, False, self.options.n)
+        b = self._scan(root_b, False, None)
         by_stem = {str(Path(p).relative_to(b.root).with_suffix("")): p for p in b.paths}
         self.root, self.root_b = a.root, b.root
         self.paths: list[str] = []
@@ -753,8 +345,6 @@ def _check_direction(direction: str) -> None:
 
 
 def _copy_without_augment(ds):
-    import copy
-
     view = copy.copy(ds)
     view.augment = False
     view.load_failures = []

@@ -73,9 +73,9 @@ class PerceptualTerm(PerceptualLoss):
             super().__init__(weights_path=section.weights or None, offline=offline, style_weight=section.style,
                              feature_weight=section.feature)
         except AssetMissingError as exc:
-            if "perceptual.weight=0" in str(exc):
+            if "crd-novgg" in str(exc):
                 raise
-            raise AssetMissingError(f"{exc}; or train without the perceptual term: --set perceptual.weight=0") from None
+            raise AssetMissingError(f"{exc}; or train without VGG-16: --recipe crd-novgg") from None
         weights_file = getattr(self, "weights_file", None)
         self.asset_records = [] if weights_file is None else [assets.asset_record("vgg16", weights_file)]
 

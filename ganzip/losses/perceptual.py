@@ -19,7 +19,8 @@ VGG16_LAYERS = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
-OFF_SWITCH = "--set perceptual.weight=0"
+OFF_SWITCH = ("--recipe crd-novgg (an L1 anchor to the teacher replaces the perceptual term; in another recipe: "
+              "--set perceptual.weight=0 --set kd_pixel.weight=25)")
 
 
 def vgg16_features_to_relu4_3() -> nn.Sequential:

@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 
 from ..errors import GanzipError
+from .warnings import MetricWarning
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None,
@@ -43,8 +44,6 @@ def kernel_inception_distance(features_a: np.ndarray, features_b: np.ndarray, su
     The subset size shrinks to the smaller set's size when needed (with a
     warning); each subset is drawn without replacement, with a seeded RNG.
     """
-    from .fid import MetricWarning
-
     a = np.asarray(features_a, dtype=np.float64)
     b = np.asarray(features_b, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .. import assets
+from ..devices import resolve_device
 from ..errors import GanzipError
 
 _BACKBONE_ASSET = {"alex": "alexnet", "vgg": "vgg16"}
@@ -80,8 +81,6 @@ def load_lpips(net: str = "alex", weights: str | os.PathLike | None = None, devi
     asset (``alexnet-owt-7be5be79.pth`` / ``vgg16-397923af.pth``) is looked up.
     """
     import lpips as _lpips
-
-    from ..devices import resolve_device
 
     if net not in _BACKBONE_ASSET:
         raise GanzipError(f"LPIPS backbone must be one of {sorted(_BACKBONE_ASSET)}, not {net!r}")

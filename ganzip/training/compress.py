@@ -31,7 +31,11 @@ from ..metrics.cost import infer_in_channels, set_in_channels
 from ..student import build_student, check_batch_size
 from .loop import TrainResult, train
 from .options import RunOptions
-from .outdir import OWNED_FILES, TRAIN_LOG, check_inputs_outside, clear_out, finish_run, plan_out, write_run_marker
+from . import runplan
+from .batches import BatchOrder
+from .holdout import resolve_selection
+from .outdir import (CHECKPOINT_DIR, CHECKPOINT_JSON, OWNED_FILES, TRAIN_LOG, check_inputs_outside, clear_out,
+                     finish_run, plan_out, write_run_marker)
 from .outputs import write_outputs
 from .plan import check_size, plan_losses
 from .setup import (build_discriminator, check_discriminator_size, module_sha256, open_training_data, output_geometry,
@@ -52,6 +56,7 @@ class CompressResult:
     train: TrainResult
     warnings: list[str]
     report: dict | None = field(default=None, repr=False)
+    plan: dict | None = field(default=None, repr=False)  # the plan block printed before step 1 (runplan)
 
     @property
     def student(self) -> nn.Module:
@@ -90,6 +95,8 @@ def compress(
     max_steps: int | None = None,
     evaluate: bool = True,
     in_channels: int | None = None,
+    direction: str = "AtoB",
+    real_stats: str | Path | None = None,
 ) -> CompressResult:
     """Distil a teacher generator into a student with ``width`` of its channels.
 
@@ -109,6 +116,8 @@ def compress(
             splitting a run into sessions; the schedule spans the whole run).
         evaluate: call ``ganzip.evaluation.evaluate`` at the end to write the reports.
         in_channels: the image channels the teacher takes, when the guess is wrong (``--in-channels``).
+        direction: ``"BtoA"`` swaps a dataset's A and B (``--direction``), for CycleGAN's G_B or BtoA pix2pix.
+        real_stats: precomputed FID statistics (.npz, keys mu and sigma) for the final evaluation.
 
     Returns a :class:`CompressResult`: paths in ``out``, metrics, the trained student.
     Under torchrun every rank returns; only rank 0's paths are set.
@@ -123,7 +132,7 @@ def compress(
                round_to=round_to, trust_pickle=trust_pickle, checkpoint_every=checkpoint_every,
                eval_every=eval_every, log_every=log_every, workers=workers, resume=resume, overwrite=overwrite,
                quiet=quiet, offline=offline, tensorboard=tensorboard, max_steps=max_steps, evaluate=evaluate,
-               in_channels=in_channels)
+               in_channels=in_channels, direction=direction, real_stats=real_stats)
     try:
         return _compress(model, cfg, env, dev, **job)
     finally:
@@ -174,7 +183,8 @@ def _load_teacher(model, cfg: RecipeConfig, *, arch, arch_opts, trust_pickle, in
 
 def _compress_locked(model, cfg, env, device, *, data, width, arch, arch_opts, target, out: Path, init, round_to,
                      trust_pickle, checkpoint_every, eval_every, log_every, workers, resume, overwrite, quiet,
-                     offline, tensorboard, max_steps, evaluate, in_channels=None) -> CompressResult:
+                     offline, tensorboard, max_steps, evaluate, in_channels=None, direction="AtoB",
+                     real_stats=None) -> CompressResult:
     warnings_: list[str] = []
     # Every output is checked and every input loaded before anything in OUT is removed.
     mode, clear = _on_main(env, lambda: plan_out(out, resume=resume, overwrite=overwrite))
@@ -187,7 +197,8 @@ def _compress_locked(model, cfg, env, device, *, data, width, arch, arch_opts, t
     check_size(cfg, out_side)
 
     # ---- data and the loss terms it allows
-    bundle = open_training_data(data, target, cfg, in_channels=in_ch, out_channels=out_ch, scale=scale)
+    bundle = open_training_data(data, target, cfg, in_channels=in_ch, out_channels=out_ch, scale=scale,
+                                direction=direction)
     plan = plan_losses(cfg, has_targets=bundle.has_b or bundle.targets is not None, paired=bundle.paired,
                        same_shape=(in_ch, scale) == (out_ch, 1))
     warnings_ += bundle.warnings + plan.warnings
@@ -206,14 +217,20 @@ def _compress_locked(model, cfg, env, device, *, data, width, arch, arch_opts, t
         "recipe": cfg.hash(), "teacher_sha256": teacher_sha, "width": width, "init": init, "round_to": round_to,
         "data": str(data) if isinstance(data, (str, Path)) else "in-memory",
         "target": None if target is None else str(target),
+        **({} if direction == "AtoB" else {"direction": direction}),  # AtoB runs keep their old fingerprint
     }
     run_info = {
         "recipe": cfg.name, "recipe_hash": cfg.hash(), "seed": cfg.train.seed, "teacher": teacher_source,
         "width": width, "world_size": env.world_size,
     }
-    if env.is_main:
+    block = None
+    if env.is_main:  # the plan, before anything in OUT is removed and before step 1
+        block = _plan_block(cfg, teacher, student, plan, bundle, env, device, out, in_ch, mode, clear, data,
+                            evaluate, offline, warnings_, max_steps, quiet)
         if clear:
-            clear_out(out)
+            kept = clear_out(out)
+            runplan.emit(runplan.PlanBlock([], {}, kept))
+            warnings_ += kept
         write_run_marker(out, "running", run_info)
     ddp.barrier(env)
 
@@ -222,22 +239,43 @@ def _compress_locked(model, cfg, env, device, *, data, width, arch, arch_opts, t
                       tensorboard=tensorboard, workers=workers, offline=offline, max_steps=max_steps)
     result = train(teacher, student, D, bundle, cfg, opts, plan, env=env,
                    run_info={"mode": mode, "fingerprint": fingerprint})
+    final = {"plan_block": block.data if block else None, "real_stats": real_stats, "direction": direction}
     return _finish(out, cfg, env, teacher, result, bundle, plan, warnings_, run_info, fingerprint, device, offline,
-                   evaluate, data, target, opts.quiet)
+                   evaluate, data, target, opts.quiet, final)
+
+
+def _plan_block(cfg, teacher, student, plan, bundle, env, device, out, in_ch, mode, clear, data, evaluate, offline,
+                warnings_, max_steps, quiet) -> runplan.PlanBlock:
+    """Compose and print the plan block (rank 0); ``warnings_`` becomes its warnings, said before step 1."""
+    order = BatchOrder(len(bundle.train), cfg.train.batch_size, cfg.train.seed, env)
+    resumed = runplan.read_checkpoint_step(out / CHECKPOINT_DIR / CHECKPOINT_JSON) if mode == "resume" else None
+    held_out = len(bundle.holdout) if bundle.holdout is not None else 0
+    selection = resolve_selection(cfg, min(held_out, cfg.eval.max_images), offline) if held_out else None
+    block = runplan.compose_plan(
+        cfg=cfg, teacher=teacher, student=student, plan=plan, bundle=bundle,
+        steps_per_epoch=order.steps_per_epoch, total_steps=cfg.total_steps(order.steps_per_epoch),
+        device=device, out=out, in_channels=in_ch, mode=mode, cleared=clear, resumed=resumed,
+        world_size=env.world_size, data=data, evaluate=evaluate, selection=selection, warnings=warnings_,
+        max_steps=max_steps)
+    warnings_[:] = block.warnings
+    runplan.emit(block, quiet=quiet)
+    return block
 
 
 def _finish(out, cfg, env, teacher, result: TrainResult, bundle, plan, warnings_, run_info, fingerprint, device,
-            offline, evaluate, data, target, quiet) -> CompressResult:
+            offline, evaluate, data, target, quiet, final: dict) -> CompressResult:
     """Outputs of a finished run (rank 0), the run marker, the ledger; the result on every rank."""
     if result.selection is not None and result.selection["fallback"]:
-        warnings_.append(f"student selection: {result.selection['reason']}")
+        said = f"student selection: {result.selection['reason']}"
+        if said not in warnings_:  # the plan block said it before step 1
+            warnings_.append(said)
     finished = result.steps >= result.total_steps
     paths = {"student": None, "report": None, "log": None, "samples": None}
     metrics: dict = {}
     report = None
     if env.is_main and finished:
         paths, metrics, report = write_outputs(out, cfg, teacher, result, bundle, plan, warnings_, run_info,
-                                               fingerprint, device, offline, evaluate, data, target, quiet)
+                                               fingerprint, device, offline, evaluate, data, target, quiet, **final)
         finish_run(out, {**run_info, "steps": result.steps})
         rundir.record(out, [n for n in OWNED_FILES + ("images",) if (out / n).exists()])
     elif env.is_main:
@@ -245,7 +283,7 @@ def _finish(out, cfg, env, teacher, result: TrainResult, bundle, plan, warnings_
     ddp.barrier(env)
     return CompressResult(out=out, student_path=paths["student"], report_path=paths["report"],
                           train_log=paths["log"], samples=paths["samples"], config=cfg, metrics=metrics,
-                          train=result, warnings=warnings_, report=report)
+                          train=result, warnings=warnings_, report=report, plan=final["plan_block"])
 
 
 __all__ = ["CompressResult", "compress"]

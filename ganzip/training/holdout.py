@@ -7,7 +7,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ import torch.nn as nn
 from .. import assets
 from ..config import RecipeConfig
 from ..errors import AssetMissingError, GanzipError
-from ..io import png_bytes
+from ..imaging import display_rgb, sample_grid
 from ..metrics import fid as fidm
 from ..metrics.fidelity import psnr as psnr01
 from ..metrics.kid import mmd2_unbiased
@@ -193,31 +193,6 @@ class HoldoutEval:
                       for i in range(0, len(out), self.batch_size)]
             metrics["holdout_lpips"] = float(torch.cat(values).double().mean())
         return metrics, out
-
-
-def display_rgb(x: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
-    """Images for display: 3 channels (grey repeated; a mask or other extra channels dropped), resized to ``size``."""
-    x = x.float().cpu()
-    if x.shape[1] < 3:
-        x = x[:, :1].repeat(1, 3, 1, 1)
-    x = x[:, :3]
-    if size is not None and tuple(x.shape[-2:]) != tuple(size):
-        x = torch.nn.functional.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False).clamp(-1, 1)
-    return x
-
-
-def sample_grid(inputs: torch.Tensor, teacher: torch.Tensor, student: torch.Tensor) -> bytes:
-    """A PNG: one row per image, columns input | teacher | student, at the outputs' resolution.
-
-    Inputs of another size (super-resolution) are resized to the outputs'
-    for display only (bicubic); grey-scale images are shown grey, and a
-    fourth input channel (a mask) is left out.
-    """
-    out_hw = teacher.shape[-2:]
-    rows = torch.cat([display_rgb(inputs, out_hw), display_rgb(teacher), display_rgb(student, out_hw)], dim=3)
-    grid = torch.cat(list(rows), dim=1)  # C x (n*H) x (3*W)
-    arr = ((grid.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return png_bytes(arr)
 
 
 def selection_text(result) -> str:

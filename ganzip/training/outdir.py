@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .. import io as gio
-from .. import rundir
+from .. import leftovers, rundir
 from ..errors import GanzipError
 
 CHECKPOINT_DIR = "checkpoint"
@@ -109,8 +109,13 @@ def check_inputs_outside(out: Path, *, model=None, data=None, target=None, clear
                               "copy the model elsewhere, or choose another --out")
 
 
-def clear_out(out: Path) -> None:
-    """Remove what an earlier compress run wrote into ``out`` (and nothing else)."""
+def clear_out(out: Path) -> list[str]:
+    """Remove what an earlier compress run wrote into ``out`` (and nothing else).
+
+    That includes what ``ganzip export`` wrote beside the old students
+    (student.onnx, ...): they are not the new student's. Returns warnings for
+    such files ganzip did not write, which are kept.
+    """
     for path in out.iterdir():
         if _is_atomic_temp(path):
             with contextlib.suppress(OSError):
@@ -120,6 +125,7 @@ def clear_out(out: Path) -> None:
             (out / name).unlink()
     for name in OWNED_DIRS:
         shutil.rmtree(out / name, ignore_errors=True)
+    return leftovers.clear_exports(out)[1]
 
 
 def write_run_marker(out: Path, status: str, info: Mapping) -> None:

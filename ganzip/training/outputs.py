@@ -11,7 +11,7 @@ import torch
 from .. import io as gio
 from ..evaluation import evaluate as run_evaluation
 from ..metrics.cost import compare, profile_model
-from ..report import environment_info, now_iso, write_reports
+from ..report import compose, write_reports
 from ..student import load_student, read_student_metadata, save_student
 from .holdout import sample_grid, selection_text
 from .loop import TrainResult
@@ -21,7 +21,8 @@ from .plan import LossPlan
 
 
 def write_outputs(out, cfg, teacher, result: TrainResult, bundle: DataBundle, plan: LossPlan, warnings_, run_info,
-                  fingerprint, device, offline, evaluate, data, target, quiet):
+                  fingerprint, device, offline, evaluate, data, target, quiet, plan_block=None, real_stats=None,
+                  direction="AtoB"):
     """Write the kept and the last student, the samples and (``evaluate``) the reports; return (paths, metrics, report)."""
     student = result.student.cpu().eval()
     meta = {
@@ -37,10 +38,12 @@ def write_outputs(out, cfg, teacher, result: TrainResult, bundle: DataBundle, pl
     samples_path = _write_samples(out, cfg, teacher, student, bundle)
     extra = _run_description(out, cfg, result, bundle, plan, warnings_, run_info, fingerprint, student_path,
                              samples_path)
+    if plan_block is not None:
+        extra["plan"] = plan_block
     report_path, metrics, report = None, {}, None
     if evaluate:
         report_path, metrics, report = _final_evaluation(out, cfg, student_path, teacher, data, target, extra,
-                                                         device, offline, quiet)
+                                                         device, offline, quiet, real_stats, direction)
     return ({"student": student_path, "report": report_path, "log": out / TRAIN_LOG, "samples": samples_path},
             metrics, report)
 
@@ -80,7 +83,8 @@ def _run_description(out, cfg, result: TrainResult, bundle, plan, warnings_, run
             "losses_active": dict(plan.weights), "training": training, "warnings": list(warnings_), "paths": paths}
 
 
-def _final_evaluation(out, cfg, student_path, teacher, data, target, extra, device, offline, quiet):
+def _final_evaluation(out, cfg, student_path, teacher, data, target, extra, device, offline, quiet, real_stats=None,
+                      direction="AtoB"):
     """Hand over to ganzip.evaluation so compress and `ganzip eval` write the same reports.
 
     Data given as a folder or ``builtin:NAME`` is evaluated on its test (else
@@ -95,8 +99,8 @@ def _final_evaluation(out, cfg, student_path, teacher, data, target, extra, devi
         res = run_evaluation(student, teacher, str(data), target=target, size=cfg.train.size,
                              device=device, out=out, offline=offline, progress=not quiet, allow_missing=True,
                              inception_weights=cfg.eval.inception_weights or None,
-                             alexnet_weights=cfg.eval.alexnet_weights or None, extra=extra,
-                             claim_out=False)  # compress holds OUT's lock
+                             alexnet_weights=cfg.eval.alexnet_weights or None, extra=extra, real_stats=real_stats,
+                             direction=direction, claim_out=False)  # compress holds OUT's lock
         return out / "report.json", res.metrics, res.to_dict()
     report = _cost_only_report(cfg, load_student(student_path), teacher, device, extra)
     write_reports(out, report)
@@ -104,17 +108,13 @@ def _final_evaluation(out, cfg, student_path, teacher, data, target, extra, devi
 
 
 def _cost_only_report(cfg, student, teacher, device, extra: dict) -> dict:
-    """The report of a run on in-memory data: cost and the run's account, no image metrics.
-
-    (The one place compress composes a report itself: ``ganzip.report`` is to compose it.)
-    """
+    """The report of a run on in-memory data: cost and the run's account, no image metrics."""
     size = cfg.train.size
     cost = {"size": size, "device": "cpu",
             "student": profile_model(student, size=size, device="cpu", latency=False),
             "teacher": profile_model(teacher.cpu(), size=size, device="cpu", latency=False)}
     cost["ratios"] = compare(cost["teacher"], cost["student"], keys=("macs", "params"))
-    return {"schema_version": 1, "created": now_iso(), "cost": cost, "metrics": {}, "assets": [],
-            "versions": environment_info(device), **extra}
+    return compose(None, {"cost": cost, "metrics": {}, "assets": []}, device=device, extra=extra)
 
 
 __all__ = ["write_outputs"]

@@ -12,6 +12,7 @@ from ..config import RecipeConfig
 from ..errors import GanzipError
 from ..models import create, init_weights
 from ..recipes import resolve_recipe
+from ..imaging import output_geometry
 from .options import DataBundle
 
 def module_sha256(model: nn.Module) -> str:
@@ -46,7 +47,7 @@ def resolve_config(recipe, overrides, *, size, steps, epochs, batch_size, seed) 
 
 
 def open_training_data(data, target, cfg: RecipeConfig, *, in_channels: int = 3, out_channels: int | None = None,
-                       scale: int = 1) -> DataBundle:
+                       scale: int = 1, direction: str = "AtoB") -> DataBundle:
     """Open ``data`` (folder or ``builtin:NAME``) and ``target``; split off the held-out images.
 
     Images are read with the generator's ``in_channels`` (inputs) and
@@ -72,7 +73,7 @@ def open_training_data(data, target, cfg: RecipeConfig, *, in_channels: int = 3,
             notes.append(f"no image of {data} has a same-named image in {target}: the {out_side}-px images of "
                          f"{target} are used as unpaired real images (for D and FID), not as ground truth")
     ds = pairs if pairs is not None else gdata.open_dataset(str(data), split="train", size=t.size, augment=t.augment,
-                                                            seed=t.seed, **read)
+                                                            seed=t.seed, direction=direction, **read)
     if len(ds) < 2:
         raise GanzipError(f"--data {data} has {len(ds)} training image(s): at least 2 are needed (one is held out)")
     train_ds, holdout = gdata.holdout_split(ds, cfg.eval.holdout, t.seed)
@@ -139,22 +140,3 @@ def _d_runs(D: nn.Module, channels: int, size: int) -> bool:
         return True
     except (ValueError, RuntimeError):
         return False
-
-
-def output_geometry(model: nn.Module, in_channels: int, size: int) -> tuple[int, int, int]:
-    """(output channels, output side, scale) of a generator on ``size``-px square inputs.
-
-    The scale is the whole factor by which the output side exceeds the input
-    side (1 for image-to-image translation, 2 or 4 for super-resolution).
-    """
-    with torch.no_grad():
-        p = next(model.parameters(), None)
-        kw = {} if p is None else {"device": p.device, "dtype": p.dtype}
-        y = model.eval()(torch.zeros(1, in_channels, size, size, **kw))
-    c, h, w = (int(v) for v in y.shape[1:])
-    if h != w or h % size:
-        raise GanzipError(
-            f"the model maps {size}x{size} images to {h}x{w}: ganzip trains generators whose square output is a "
-            f"whole multiple of the input side (1x, 2x, 4x...); check --size"
-        )
-    return c, h, h // size
