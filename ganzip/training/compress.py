@@ -40,6 +40,7 @@ from .outputs import write_outputs
 from .plan import check_size, plan_losses
 from .setup import (build_discriminator, check_discriminator_size, module_sha256, open_training_data, output_geometry,
                     resolve_config)
+from .taps import run_taps
 
 
 @dataclass
@@ -212,6 +213,7 @@ def _compress_locked(model, cfg, env, device, *, data, width, arch, arch_opts, t
     if plan.use_discriminator:
         D = build_discriminator(cfg, in_ch, out_ch, cfg.train.seed)
         check_discriminator_size(D, out_side)
+    taps = run_taps(cfg, plan, teacher, student)  # bad layer names stop here, before the plan block and OUT
 
     fingerprint = {
         "recipe": cfg.hash(), "teacher_sha256": teacher_sha, "width": width, "init": init, "round_to": round_to,
@@ -238,7 +240,7 @@ def _compress_locked(model, cfg, env, device, *, data, width, arch, arch_opts, t
                       log_every=log_every, resume=resume, overwrite=overwrite, quiet=quiet or not env.is_main,
                       tensorboard=tensorboard, workers=workers, offline=offline, max_steps=max_steps)
     result = train(teacher, student, D, bundle, cfg, opts, plan, env=env,
-                   run_info={"mode": mode, "fingerprint": fingerprint})
+                   run_info={"mode": mode, "fingerprint": fingerprint, "taps": taps})
     final = {"plan_block": block.data if block else None, "real_stats": real_stats, "direction": direction}
     return _finish(out, cfg, env, teacher, result, bundle, plan, warnings_, run_info, fingerprint, device, offline,
                    evaluate, data, target, opts.quiet, final)

@@ -122,7 +122,8 @@ class _Run:
         t = cfg.train
         self.channels_last = flag(t.channels_last, device)
         self.mem = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.taps = run_taps(cfg, plan, teacher, student)  # [] (and no hook at all) unless a term reads features
+        # [] (and no hook at all) unless a term reads features; compress() resolves them before its plan block
+        self.taps = run_info["taps"] if "taps" in run_info else run_taps(cfg, plan, teacher, student)
         self.losses = TermModules(cfg, plan, opts.offline, out_side=data.out_side, device=device,
                                   taps=self.taps).to(device)
         self._place_models(teacher, student, discriminator)
