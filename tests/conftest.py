@@ -13,6 +13,21 @@ os.environ.setdefault("GANZIP_OFFLINE", "1")  # tests never touch the network
 torch.set_num_threads(1)
 
 
+def _before_step_one_removed(stderr: str) -> list[str]:
+    """stderr without the plan block (its title and indented lines) and the ``warning:`` lines."""
+    kept, in_block = [], False
+    for line in stderr.strip().splitlines():
+        if line.startswith("ganzip compress: recipe ") and line.endswith("the plan before step 1"):
+            in_block = True
+            continue
+        if in_block and line.startswith("  "):
+            continue
+        in_block = False
+        if not line.startswith("warning: "):
+            kept.append(line)
+    return kept
+
+
 class CliResult:
     def __init__(self, result):
         self.exit_code = result.exit_code
@@ -21,9 +36,13 @@ class CliResult:
         self.exception = result.exception
 
     def assert_user_error(self, *fragments: str) -> str:
-        """Exit code 2, exactly one line on stderr, no traceback; returns that line."""
+        """Exit code 2, exactly one error line on stderr, no traceback; returns that line.
+
+        What a run printed before it failed (compress's plan block and its
+        ``warning:`` lines, said before step 1) is not part of the error.
+        """
         assert self.exit_code == 2, (self.exit_code, self.stdout, self.stderr, self.exception)
-        lines = [ln for ln in self.stderr.strip().splitlines() if ln.strip()]
+        lines = [ln for ln in _before_step_one_removed(self.stderr) if ln.strip()]
         assert len(lines) == 1, self.stderr
         assert "Traceback" not in self.stderr + self.stdout
         for frag in fragments:

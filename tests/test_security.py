@@ -198,7 +198,7 @@ def test_numpy_loads_never_allow_pickle():
 # Code is imported only from a name the user typed (--arch package.module:callable) or a fixed list
 # (the CLI's command modules; onnx/onnxruntime probed before an export).
 IMPORT_SITES = {("ganzip/trust.py", "resolve"), ("ganzip/cli/__init__.py", "_load_commands"),
-                ("ganzip/export.py", "_require_onnx"),
+                ("ganzip/export_writers.py", "_require_onnx"),
                 ("ganzip/launchers.py", "_require")}  # optional extras by fixed name: ray, submitit
 
 

@@ -27,6 +27,10 @@ LR, N = 16, 6
 FAST = ["--size", str(LR), "--steps", "2", "--eval-every", "1", "--set", "perceptual.weight=0",
         "--set", "discriminator.ndf=4", "--set", "eval.max_images=2", "--quiet", "--offline"]
 
+from ganzip.imaging import LABEL_BAND
+
+HEAD = 2 * LABEL_BAND  # samples.png: a caption line, then a label over each column
+
 
 def _save_state_dict(model: torch.nn.Module, path) -> str:
     torch.save(model.state_dict(), path)
@@ -98,7 +102,7 @@ def test_real_esrgan_style_model_compresses_end_to_end_at_the_output_resolution(
 
     # samples.png: one row per held-out image, input | teacher | student, each 64 px
     grid = Image.open(out / "samples.png")
-    assert grid.size == (3 * 4 * LR, 4 * LR)  # 5% of 6 images -> one held out
+    assert grid.size == (3 * 4 * LR, 4 * LR + HEAD)  # 5% of 6 images -> one held out; caption + labels
     assert Image.open(out / "images" / "00_input.png").size == (4 * LR, 4 * LR)
 
     # the student reloads from its file alone and keeps the teacher's output shape
@@ -187,7 +191,7 @@ def test_grey_scale_x2_model_compresses_and_reloads(cli, tmp_path):
     report = _report(out)
     assert (report["data"]["in_channels"], report["data"]["out_channels"], report["data"]["output_size"]) == (1, 1, 32)
     assert np.isfinite(report["metrics"]["student"]["psnr_to_target"]["mean"])
-    assert Image.open(out / "samples.png").size == (3 * 2 * LR, 2 * LR)
+    assert Image.open(out / "samples.png").size == (3 * 2 * LR, 2 * LR + HEAD)
     assert load_student(out / "student.safetensors")(torch.zeros(1, 1, LR, LR)).shape == (1, 1, 2 * LR, 2 * LR)
 
 
@@ -221,7 +225,7 @@ def test_image_plus_mask_model_reads_the_alpha_band_as_its_fourth_channel(cli, t
     report = _report(out)
     assert (report["data"]["in_channels"], report["data"]["out_channels"]) == (4, 3)
     assert "adversarial" in report["losses_active"]  # D trained on the 3-channel real images
-    assert Image.open(out / "samples.png").size == (3 * 32, 32)
+    assert Image.open(out / "samples.png").size == (3 * 32, 32 + HEAD)
     assert load_student(out / "student.safetensors")(torch.zeros(1, 4, 32, 32)).shape == (1, 3, 32, 32)
 
 
@@ -292,8 +296,8 @@ def test_sample_grid_shows_inputs_resized_to_the_output_size():
     x = smooth  # image + mask
     y = torch.rand(2, 3, 128, 128) * 2 - 1
     png = Image.open(io.BytesIO(sample_grid(x, y, y)))
-    assert png.size == (3 * 128, 2 * 128)
-    arr = np.asarray(png).astype(np.int16)
+    assert png.size == (3 * 128, 2 * 128 + HEAD)
+    arr = np.asarray(png).astype(np.int16)[HEAD:]  # below the caption and the column labels
     assert np.array_equal(arr[:, 128:256], arr[:, 256:])  # teacher and student columns as given
     # the input column is the input (its RGB part) enlarged: 4x4 means of it give the input back, roughly
     shown = torch.from_numpy(arr[:128, :128]).permute(2, 0, 1)[None].float() / 127.5 - 1
