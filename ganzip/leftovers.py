@@ -1,6 +1,6 @@
 """What an earlier run left in an output folder that no longer describes the new one.
 
-Two cases, both found in issue 18:
+Two cases:
 
 * ``compress --overwrite`` replaces ``OUT/student.safetensors`` but ``ganzip
   export`` had written ``OUT/student.onnx`` (and ``.onnx.json``, ``.int8.onnx``,
