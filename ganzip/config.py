@@ -182,6 +182,12 @@ class RecipeConfig:
             return SECTIONS[name]()
         raise GanzipError(f"unknown recipe section {name!r}; valid sections: {', '.join(SECTIONS)}")
 
+    def __getattr__(self, name: str):
+        """A registered term's section reads like a typed one: ``cfg.features.layers``."""
+        if name.startswith("_") or name == "extra_sections" or name not in SECTIONS:
+            raise AttributeError(name)
+        return self.section(name)
+
     # -- conversions -------------------------------------------------------
     def to_dict(self) -> dict:
         """Plain nested dict (JSON/TOML-ready)."""

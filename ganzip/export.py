@@ -362,7 +362,7 @@ def _write(model, path: Path, final: Path, result: ExportResult, meta: dict, *, 
             runner = load_runner(path, threads, "onnx")
         else:
             fp32 = path.with_name(path.name + ".fp32")
-            _export_onnx(model, example, fp32, dynamic, opset, contract(c, size, dynamic, **geometry))
+            _export_onnx(model, example, fp32, dynamic, opset, contract(c, size, dynamic, out_channels=meta["output_shape"][1], scale=meta["scale"]))
             fp32_runner = load_runner(fp32, threads, "onnx")
             result.checks = _compare(fp32_runner.run, model, c, size, dynamic, seeds, tolerance, format, final)
             quantize_onnx(fp32, path, calib)
