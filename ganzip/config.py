@@ -152,6 +152,11 @@ class EvalConfig:
     alexnet_weights: str = ""
 
 
+# Keys added after 0.1.0, left out of a resolved recipe while at their default: recipe
+# hashes (resume fingerprints, batch markers, student metadata) of 0.1.0 runs still match.
+LATER_KEYS = {("discriminator", "width"): 1.0}
+
+
 @dataclass
 class RecipeConfig:
     """A fully resolved recipe. Build it with ``ganzip.recipes.resolve_recipe``."""
@@ -194,6 +199,9 @@ class RecipeConfig:
         d = {f.name: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
              for f in dataclasses.fields(self) if f.name != "extra_sections" for v in [getattr(self, f.name)]}
         d.update({name: dataclasses.asdict(sec) for name, sec in self.extra_sections.items()})
+        for (section, key), default in LATER_KEYS.items():
+            if d.get(section, {}).get(key) == default:
+                del d[section][key]
         return d
 
     def training_dict(self) -> dict:
