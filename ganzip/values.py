@@ -65,6 +65,11 @@ def _option_value(text: str) -> Any:
         return True
     if low in FALSE_WORDS:
         return False
+    return number_or_text(text)
+
+
+def number_or_text(text: str) -> Any:
+    """``text`` as an int, else a float, else unchanged (a CSV cell, an option's value)."""
     for cast in (int, float):
         try:
             return cast(text)

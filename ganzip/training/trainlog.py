@@ -6,6 +6,7 @@ import io as _stdio
 from pathlib import Path
 
 from .. import io as gio
+from ..values import number_or_text
 
 def write_log(path: Path, rows: list[dict]) -> None:
     fields: list[str] = []
@@ -32,14 +33,7 @@ def read_log(path: Path, upto: int) -> list[dict]:
             except (KeyError, ValueError):
                 continue
             if step <= upto:
-                rows.append({k: _num(v) for k, v in row.items() if v != ""})
+                rows.append({k: number_or_text(v) for k, v in row.items() if v != ""})
     return rows
 
 
-def _num(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
