@@ -126,22 +126,39 @@ def command_line(argv: Sequence[str] | None = None) -> str | None:
 
 def loss_values(path: str | os.PathLike) -> dict[str, dict[str, float]]:
     """{term: {final, mean, steps}} of every loss column in a train_log.csv (not step, epoch, lr, held-out metrics)."""
-    sums: dict[str, list[float]] = {}
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            terms = [f for f in reader.fieldnames or [] if f not in _LOG_NOT_LOSSES and not f.startswith("holdout_")]
-            for row in reader:
-                for t in terms:
-                    try:
-                        v = float(row[t])
-                    except (TypeError, ValueError):
-                        continue
-                    if math.isfinite(v):
-                        sums.setdefault(t, []).append(v)
+        _, columns = _finite_columns(path, lambda f: f not in _LOG_NOT_LOSSES and not f.startswith("holdout_"))
     except (OSError, UnicodeDecodeError, csv.Error):
         return {}
+    sums = {t: [v for _, v in pts] for t, pts in columns.items()}
     return {t: {"final": vals[-1], "mean": math.fsum(vals) / len(vals), "steps": len(vals)} for t, vals in sums.items()}
+
+
+def _finite_columns(path, keep) -> tuple[list[str], dict[str, list[tuple[float | None, float]]]]:
+    """(the header, the finite numeric cells of each column ``keep`` accepts with the row's step or None).
+
+    The one reader of train_log.csv's values.
+    """
+    columns: dict[str, list[tuple[float | None, float]]] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header = list(reader.fieldnames or [])
+        terms = [f for f in header if keep(f)]
+        for row in reader:
+            step = _finite(row.get("step"))
+            for t in terms:
+                v = _finite(row[t])
+                if v is not None:
+                    columns.setdefault(t, []).append((step, v))
+    return header, columns
+
+
+def _finite(cell) -> float | None:
+    try:
+        v = float(cell)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
 
 
 # ---------------------------------------------------------------- training logs
@@ -151,24 +168,11 @@ def read_train_log(path: str | os.PathLike, max_points: int = 400) -> dict[str, 
 
     Non-numeric and non-finite cells are skipped; long logs are thinned to about `max_points` points.
     """
-    curves: dict[str, list[tuple[float, float]]] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or "step" not in reader.fieldnames:
-            return {}
-        terms = [f for f in reader.fieldnames if f != "step"]
-        for row in reader:
-            try:
-                step = float(row["step"])
-            except (TypeError, ValueError):
-                continue
-            for t in terms:
-                try:
-                    v = float(row[t])
-                except (TypeError, ValueError):
-                    continue
-                if math.isfinite(v):
-                    curves.setdefault(t, []).append((step, v))
+    header, columns = _finite_columns(path, lambda f: f != "step")
+    if "step" not in header:
+        return {}
+    curves = {t: [(step, v) for step, v in pts if step is not None] for t, pts in columns.items()}
+    curves = {t: pts for t, pts in curves.items() if pts}
     for t, pts in curves.items():
         if len(pts) > max_points:
             stride = math.ceil(len(pts) / max_points)
