@@ -50,10 +50,7 @@ SKIPS = {
     "pytest": "runs the test suite this test belongs to",
 }
 # README commands that are broken today, each with its defect; strict, so a fix shows up as XPASS.
-KNOWN_BROKEN = {
-    "ganzip profile scripted.pt": "counting MACs traces the model again, which fails for every TorchScript "
-                                  "archive (scripted or traced): 'not part of the active trace'",
-}
+KNOWN_BROKEN: dict[str, str] = {}
 NEEDS = re.compile(r"needs (?P<asset>[\w-]+)(?: \(else (?P<fix>[^)]*)\))?")
 
 

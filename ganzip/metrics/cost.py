@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from ..devices import resolve_device
 from ..errors import GanzipError
+from .dispatch_macs import count_macs_by_dispatch, needs_dispatch_count
 
 
 _GUESSED: "weakref.WeakKeyDictionary[nn.Module, int]" = weakref.WeakKeyDictionary()
@@ -97,7 +98,12 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, size: int = 256, in_channels: int | None = None) -> int:
-    """Multiply-accumulates of one forward pass on a 1×C×size×size input (torchprofile)."""
+    """Multiply-accumulates of one forward pass on a 1×C×size×size input (torchprofile's counting rules).
+
+    torchprofile traces the model; a TorchScript module cannot be traced again,
+    so its ops are counted as they run, with torchprofile's handlers
+    (``dispatch_macs``).
+    """
     from torchprofile import profile_macs
 
     was_training = model.training
@@ -106,7 +112,10 @@ def count_macs(model: nn.Module, size: int = 256, in_channels: int | None = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "No handlers found: aten::pad": padding counts nothing by convention
-            return int(profile_macs(model, _example(model, size, in_channels, device)))
+            example = _example(model, size, in_channels, device)
+            if needs_dispatch_count(model):
+                return count_macs_by_dispatch(model, example)
+            return int(profile_macs(model, example))
     except Exception as exc:  # tracing failures come in many types
         raise GanzipError(f"could not count MACs of this model at {size}x{size}: {exc}") from exc
     finally:
