@@ -33,7 +33,7 @@ from .report_html import render_html, svg_curve
 from .report_tables import (_LOG_NOT_LOSSES, COLUMN_LABELS, cost_note, LOSS_HEADER, TABLE1_HEADER, _asset_rows, _flatten,
                             _image_columns, _md_image, _num, extra_tables, headline, holdout_header, holdout_rows,
                             loss_rows, metric_header, metric_rows, model_items, one_line, samples_title,
-                            table1_rows, training_items)
+                            table1_rows, taps_rows, training_items, TAPS_HEADER)
 
 SCHEMA_VERSION = 1
 
@@ -226,6 +226,8 @@ def render_markdown(report: Mapping, images: Sequence[Mapping[str, Any]] | None 
         parts.append("## Training\n\n" + _md_table(["", ""], training_items(report)))
     if loss_rows(report):
         parts.append("## Losses\n\n" + _md_table(LOSS_HEADER, loss_rows(report)))
+    if taps_rows(report):
+        parts.append("## Feature taps\n\n" + _md_table(TAPS_HEADER, taps_rows(report)))
     if report.get("recipe"):
         parts.append("## Recipe\n\n" + _md_table(["setting", "value"], _flatten(report["recipe"])))
     if report.get("models"):

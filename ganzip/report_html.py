@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .report_tables import (COLUMN_LABELS, HOLDOUT_LABEL, LOSS_HEADER, TABLE1_HEADER, _asset_rows, _data_uri, _flatten,
                             _image_columns, _num, extra_tables, holdout_header, holdout_rows, loss_rows,
                             metric_header, metric_rows, model_items, one_line, samples_title, cost_note,
-                            table1_rows, training_items)
+                            table1_rows, taps_rows, training_items, TAPS_HEADER)
 
 
 _CSS = """
@@ -193,6 +193,8 @@ def _html_details(report: Mapping) -> list[str]:
         body.append("<h2>Training</h2>" + _html_table(None, training_items(report), numeric_from=99))
     if loss_rows(report):
         body.append("<h2>Losses</h2>" + _html_table(LOSS_HEADER, loss_rows(report)))
+    if taps_rows(report):
+        body.append("<h2>Feature taps</h2>" + _html_table(TAPS_HEADER, taps_rows(report), numeric_from=99))
     if report.get("recipe"):
         body.append("<h2>Recipe</h2>" + _html_table(["setting", "value"], _flatten(report["recipe"]), numeric_from=99))
     if report.get("models"):

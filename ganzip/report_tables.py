@@ -357,10 +357,24 @@ def holdout_header(report: Mapping) -> list[str]:
 
 
 def training_items(report: Mapping) -> list[tuple[str, str]]:
-    """The Training section without what the holdout and Losses tables show."""
+    """The Training section without what the holdout, Losses and Feature taps tables show."""
     tr = {k: v for k, v in (report.get("training") or {}).items()
-          if k not in ("best_holdout", "last_holdout", "loss_terms")}
+          if k not in ("best_holdout", "last_holdout", "loss_terms", "feature_taps")}
     return _flatten(tr)
+
+
+TAPS_HEADER = ["layer", "teacher (C×H×W)", "student (C×H×W)", "chosen as"]
+
+
+def _shape(x: Any) -> str:
+    return "×".join(str(v) for v in x) if isinstance(x, (list, tuple)) else _num(x)
+
+
+def taps_rows(report: Mapping) -> list[list[str]]:
+    """The layers the feature terms compare, with their shapes in teacher and student (empty without feature terms)."""
+    taps = (report.get("training") or {}).get("feature_taps") or []
+    return [[str(t.get("layer", "")), _shape(t.get("teacher")), _shape(t.get("student")), str(t.get("reason", ""))]
+            for t in taps if isinstance(t, Mapping)]
 
 
 def _first_layer(info: Mapping) -> Any:
@@ -417,6 +431,6 @@ def _columns(rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
-__all__ = ["TABLE1_HEADER", "METRICS", "table1_rows", "metric_rows", "metric_header", "extra_tables", "headline",
+__all__ = ["TABLE1_HEADER", "TAPS_HEADER", "taps_rows", "METRICS", "table1_rows", "metric_rows", "metric_header", "extra_tables", "headline",
            "one_line", "split_label", "marked", "COLUMN_LABELS", "loss_rows", "LOSS_HEADER", "holdout_rows",
            "holdout_header", "training_items", "model_items", "samples_title", "HOLDOUT_LABEL", "cost_note", "terminal_summary"]

@@ -86,6 +86,12 @@ def test_each_feature_recipe_trains_end_to_end_and_records_its_taps(recipe, data
     assert [t["layer"] for t in taps] == AUTO_TAPS
     assert {t["layer"]: (t["teacher_channels"], t["student_channels"]) for t in taps}["blocks.0"] == (32, 8)
     assert all(row[term] != "" for row in log_rows(res.train_log))
+    md, html = (res.report_path.with_suffix(ext).read_text() for ext in (".md", ".html"))
+    block = {t["layer"]: t for t in taps}["blocks.0"]
+    shapes = "×".join(map(str, block["teacher"])), "×".join(map(str, block["student"]))
+    assert "## Feature taps" in md and f"| blocks.0 | {shapes[0]} | {shapes[1]} |" in md
+    assert "<h2>Feature taps</h2>" in html and all(s in html for s in shapes)
+    assert "feature_taps" not in md  # the table, not the raw list in the Training section
 
 
 @pytest.mark.parametrize("recipe,term", [("cat-ka", "kernel_alignment"), ("gc-feature", "gc_feature")])
