@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from . import io as gio
+from . import rundir
 from .batch.cluster import load as _load
 from .batch.cluster import missing as _missing
 from .batch.cluster import parse_slurm_opts, parse_time, shared_paths
@@ -201,21 +202,27 @@ def run_on_ray(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | 
         raise GanzipError(f"--gpus-per-job above 1 must be a whole number (one torchrun process each), got {gpus_per_job}")
     ray = _require("ray", "ray")
     m, root = _load(manifest, out)
-    outcomes, todo = plan_jobs(m, root, say)
-    if todo:
-        started = _connect_ray(ray, address)
-        try:
-            _check_feasible(ray, gpus_per_job, cpus_per_job)
-            _check_visible(ray, m, root, todo)
-            _run_ray_tasks(ray, root, todo, gpus_per_job, cpus_per_job, say)
-        except KeyboardInterrupt:
-            finish_batch(outcomes, root, m.path)  # what finished; the others resume next time
-            raise
-        finally:
-            if started:
-                ray.shutdown()
-    paths = _leaderboard(outcomes, root, m, latency, latency_repeats, latency_device)
+    with rundir.lock(root):  # one coordinator per OUT: a second one stops here, before it submits a task
+        outcomes, todo = plan_jobs(m, root, say)
+        if todo:
+            _ray_tasks(ray, address, m, root, outcomes, todo, gpus_per_job, cpus_per_job, say)
+        paths = _leaderboard(outcomes, root, m, latency, latency_repeats, latency_device)
     return BatchResult(manifest=m.path, out=root, jobs=outcomes, leaderboard=paths)
+
+
+def _ray_tasks(ray, address, m: Manifest, root: Path, outcomes, todo, gpus: float, cpus: float, say) -> None:
+    """Connect (or start) Ray, check the cluster can run the jobs, run them; an interrupt records what finished."""
+    started = _connect_ray(ray, address)
+    try:
+        _check_feasible(ray, gpus, cpus)
+        _check_visible(ray, m, root, todo)
+        _run_ray_tasks(ray, root, todo, gpus, cpus, say)
+    except KeyboardInterrupt:
+        finish_batch(outcomes, root, m.path)  # what finished; the others resume next time
+        raise
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _run_ray_tasks(ray, root: Path, todo: Sequence[JobOutcome], gpus: float, cpus: float,

@@ -389,6 +389,20 @@ def test_the_cli_prints_the_leaderboard_and_exits_1_when_a_job_failed(first_run,
     assert "| resnet | skipped |" in res.stdout and "[skip] resnet" in res.stderr
 
 
+def test_a_second_batch_on_the_same_out_stops_before_it_touches_a_job(first_run, cli, tmp_path):
+    from ganzip import rundir
+
+    _, manifest, _, _ = first_run
+    out = tmp_path / "busy"
+    with rundir.lock(out):  # another `ganzip batch` is running on OUT
+        with pytest.raises(GanzipError, match="in use by another ganzip run"):
+            batch.run_batch(manifest, out, latency=False)
+        res = cli("batch", manifest, "--out", out, "--latency-repeats", 0)
+        res.assert_user_error("--out", "in use by another ganzip run", "choose another --out")
+        assert sorted(p.name for p in out.iterdir()) == [rundir.LOCK_FILE]  # no job folder, no leaderboard
+    assert not out.exists()  # the holder created it and wrote nothing
+
+
 def test_dry_run_lists_jobs_and_their_commands(first_run, cli):
     root, manifest, _, _ = first_run
     res = cli("batch", manifest, "--dry-run", "--launcher", "torchrun", "--nproc-per-node", 2)

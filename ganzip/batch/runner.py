@@ -278,7 +278,17 @@ def run_batch(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | N
         raise GanzipError(f"--latency-repeats must be >= 0, got {latency_repeats}")
 
     rundir.check_path(root)
-    rundir.check_replaceable(root, LEADERBOARD_FILES, overwrite=True, what="batch")  # before hours of jobs
+    with rundir.lock(root):  # a second batch on this OUT stops here, before it touches a job
+        rundir.check_replaceable(root, LEADERBOARD_FILES, overwrite=True, what="batch")  # before hours of jobs
+        outcomes = _run_jobs(m, root, mode, workers, nproc_per_node, quiet, say)
+        paths = finish_batch(outcomes, root, m.path, latency_repeats=latency_repeats if latency else 0,
+                             latency_device=latency_device)
+    return BatchResult(manifest=m.path, out=root, jobs=outcomes, leaderboard=paths)
+
+
+def _run_jobs(m: Manifest, root: Path, mode: str, workers: list[dict[str, str]], nproc_per_node: int, quiet: bool,
+              say: Callable[[str], None]) -> list[JobOutcome]:
+    """Run the jobs not finished yet, one worker at a time or in a pool; an interrupt records what finished."""
     outcomes, todo = plan_jobs(m, root, say)
 
     def announce(oc: JobOutcome, env_extra: Mapping[str, str]) -> None:
@@ -290,10 +300,6 @@ def run_batch(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | N
         outcome = _execute(oc, root, mode, env_extra, nproc_per_node, quiet)
         apply_outcome(oc, {**outcome, "seconds": time.perf_counter() - t0}, say)
 
-    def finish(measure: bool) -> dict[str, Path]:
-        repeats = latency_repeats if (latency and measure) else 0
-        return finish_batch(outcomes, root, m.path, latency_repeats=repeats, latency_device=latency_device)
-
     try:
         if mode == "inprocess" or len(workers) == 1:
             for oc in todo:
@@ -302,10 +308,9 @@ def run_batch(manifest: str | os.PathLike | Manifest, out: str | os.PathLike | N
         else:
             _run_pool(todo, workers, announce, run_one)
     except KeyboardInterrupt:
-        finish(measure=False)  # record what finished, quickly; unfinished jobs resume next time
+        finish_batch(outcomes, root, m.path)  # record what finished, quickly; unfinished jobs resume next time
         raise
-    paths = finish(measure=True)
-    return BatchResult(manifest=m.path, out=root, jobs=outcomes, leaderboard=paths)
+    return outcomes
 
 
 def _compress_call(job: Job, folder: Path) -> str:
