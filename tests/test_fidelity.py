@@ -69,6 +69,34 @@ def test_ssim_refuses_images_smaller_than_the_window():
         fidelity.ssim(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
 
 
+def _gradient_energy_reference(img: np.ndarray) -> float:
+    """Mean Sobel magnitude of the BT.601 luma of one CxHxW image, with scipy's Sobel (edges replicated)."""
+    from scipy.ndimage import sobel
+
+    luma = 0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]
+    return float(np.hypot(sobel(luma, axis=0, mode="nearest"), sobel(luma, axis=1, mode="nearest")).mean())
+
+
+def test_gradient_energy_matches_scipys_sobel(pair):
+    a, _ = pair
+    got = fidelity.gradient_energy(torch.from_numpy(a)).numpy()
+    assert got == pytest.approx([_gradient_energy_reference(x) for x in a], rel=1e-12)
+
+
+def test_sharpness_is_below_one_for_a_blurred_image_and_one_for_itself(pair):
+    from scipy.ndimage import gaussian_filter
+
+    a, _ = pair
+    blurred = np.stack([gaussian_filter(x, sigma=(0, 1.5, 1.5), mode="nearest") for x in a])
+    ta, tb = torch.from_numpy(a), torch.from_numpy(blurred)
+    expected = [_gradient_energy_reference(x) / _gradient_energy_reference(y) for x, y in zip(blurred, a)]
+    assert fidelity.sharpness(tb, ta).double().numpy() == pytest.approx(expected, rel=1e-6)
+    assert (fidelity.sharpness(tb, ta) < 0.5).all()
+    assert fidelity.sharpness(ta, ta).numpy() == pytest.approx(1.0)
+    grey = ta[:, :1]
+    assert fidelity.sharpness(grey, grey).numpy() == pytest.approx(1.0)
+
+
 def test_psnr_of_a_constant_offset():
     a = torch.full((1, 3, 16, 16), 0.5)
     assert float(fidelity.psnr(a, a + 0.1)[0]) == pytest.approx(20.0, abs=1e-5)  # mse 0.01

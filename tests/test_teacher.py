@@ -58,6 +58,7 @@ def short_runs(tmp_path_factory):
     for name, seed in (("a", None), ("b", None), ("other_seed", PROVENANCE["seed"] + 1)):
         res = CliRunner().invoke(main, _short_command(root / name, seed=seed), obj={"debug": True})
         assert res.exit_code == 0, (res.output, res.exception)
+        assert "sharpness" in res.output and "of the ground truth's" in res.output
         outs[name] = root / name
     return outs
 

@@ -61,7 +61,8 @@ def train_cmd(arch, arch_opts, data, direction, recipe, size, steps, batch_size,
     metrics = result.metrics
     if "trained" in metrics:
         tr, un = metrics["trained"], metrics["untrained"]
-        click.echo(f"held-out PSNR to ground truth: {tr['psnr']:.2f} dB (untrained: {un['psnr']:.2f} dB)")
+        click.echo(f"held-out PSNR to ground truth: {tr['psnr']:.2f} dB (untrained: {un['psnr']:.2f} dB); "
+                   f"sharpness {tr['sharpness']:.2f} of the ground truth's (1 = as detailed, below = blurred)")
     elif "unavailable" in metrics:
         click.echo(f"no held-out metrics: {metrics['unavailable']}", err=True)
     click.echo(f"teacher: {result.path}")
