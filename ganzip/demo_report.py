@@ -28,23 +28,26 @@ def compose_report(prov, runs, evals, unavailable, common, steps, batch_size, co
     t_met = first.metrics.get("teacher", {})
     main = runs[0]
     header = ["student", "PSNR to teacher (dB)", "SSIM to teacher", "LPIPS to teacher", "PSNR to ground truth (dB)",
-              "FID", "MACs", "params", "latency (ms)", "training (s)", "student loss"]
+              "sharpness vs ground truth", "FID", "MACs", "params", "latency (ms)", "training (s)", "student loss"]
     rows: list[list[Any]] = []
     has_lpips = any("lpips_to_teacher" in r.metrics.get("student", {}) for r in runs)
     has_fid = any("fid" in r.metrics.get("student", {}) for r in runs)
-    rows.append(["teacher", None, None, None, _mean(t_met, "psnr_to_target"), _mean(t_met, "fid"),
+    rows.append(["teacher", None, None, None, _mean(t_met, "psnr_to_target"), _mean(t_met, "sharpness_to_target"),
+                 _mean(t_met, "fid"),
                  t_cost.get("macs"), t_cost.get("params"), t_cost.get("latency_ms"), None,
                  f"trained by ganzip train ({prov.get('recipe', 'scratch')})"])
     for r in runs:
         s = r.metrics.get("student", {})
         c = r.cost.get("student", {})
         rows.append([r.label, _mean(s, "psnr_to_teacher"), _mean(s, "ssim_to_teacher"),
-                     _mean(s, "lpips_to_teacher"), _mean(s, "psnr_to_target"), _mean(s, "fid"),
+                     _mean(s, "lpips_to_teacher"), _mean(s, "psnr_to_target"), _mean(s, "sharpness_to_target"),
+                     _mean(s, "fid"),
                      c.get("macs"), c.get("params"), c.get("latency_ms"), r.seconds, _loss_text(r.loss_terms)])
     note = (f"{first.metrics.get('count')} held-out test images of {prov['data']} at {prov['size']}x{prov['size']}; "
             f"every student: width 0.25, {steps} steps of batch {batch_size}, seed 0; kept: {main.selection or 'last step'}. "
             + ("" if has_lpips else "LPIPS: unavailable (no AlexNet weights). ")
             + ("" if has_fid else "FID: unavailable (no Inception weights). ")
+            + "Sharpness: gradient energy over the ground truth's (1 = as detailed; below: blurred, above: noise). "
             + "A dash means the value does not apply or could not be measured.")
     table_rows = [[_fmt_cell(h, v) for h, v in zip(header, row)] for row in rows]
     sections: dict[str, Any] = {

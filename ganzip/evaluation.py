@@ -433,11 +433,12 @@ def _data_info(req: EvalRequest, setup: _Setup, count: int) -> dict:
 
 
 def _fidelity_into(store: dict, key: str, a_u8: torch.Tensor, b_u8: torch.Tensor, lp) -> None:
-    """Per-image PSNR, SSIM (and LPIPS when available) between two uint8 batches, appended to `store[key]`."""
+    """Per-image PSNR, SSIM, sharpness (and LPIPS when available) between two uint8 batches, appended to `store[key]`."""
     a, b = a_u8.float() / 255, b_u8.float() / 255
     entry = store.setdefault(key, {})
     entry.setdefault("psnr", []).append(fidelity.psnr(a, b).double().cpu())
     entry.setdefault("ssim", []).append(fidelity.ssim(a, b).double().cpu())
+    entry.setdefault("sharpness", []).append(fidelity.sharpness(a, b).double().cpu())
     if lp is not None:
         entry.setdefault("lpips", []).append(lp(_rgb3(a_u8, "model").float() / 127.5 - 1,
                                                 _rgb3(b_u8, "model").float() / 127.5 - 1).double())

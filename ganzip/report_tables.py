@@ -86,24 +86,25 @@ def table1_rows(report: Mapping) -> list[list[str]]:
     return rows
 
 
-UP, DOWN = "↑", "↓"
+UP, DOWN, TOWARDS_ONE = "↑", "↓", "→1"
 TABLE1_HEADER = ["Method", f"MACs {DOWN}", f"#Params {DOWN}", f"FID {DOWN}", f"ΔFID {DOWN}", f"LPIPS {DOWN}",
                  f"Latency {DOWN}"]
 
-# (metric key, label, higher is better)
+# (metric key, label, higher is better; None: best at 1, as sharpness: below is blurred, above is noise)
 METRICS = [
     ("fid", "FID", False), ("kid_mean", "KID (mean)", False), ("kid_std", "KID (std)", False),
     ("delta_fid", "ΔFID (student − teacher)", False),
     ("lpips_to_teacher", "LPIPS to teacher", False), ("psnr_to_teacher", "PSNR to teacher (dB)", True),
     ("ssim_to_teacher", "SSIM to teacher", True), ("lpips_to_target", "LPIPS to ground truth", False),
     ("psnr_to_target", "PSNR to ground truth (dB)", True), ("ssim_to_target", "SSIM to ground truth", True),
+    ("sharpness_to_teacher", "sharpness vs teacher", None), ("sharpness_to_target", "sharpness vs ground truth", None),
 ]
 _METRIC_LABELS = [(k, label) for k, label, _ in METRICS]
 
 
-def marked(label: str, higher_is_better: bool) -> str:
-    """A metric's label with its direction: ``PSNR ↑`` (higher is better), ``FID ↓`` (lower is better)."""
-    return f"{label} {UP if higher_is_better else DOWN}"
+def marked(label: str, higher_is_better: bool | None) -> str:
+    """A metric's label with its direction: ``PSNR ↑`` (higher is better), ``FID ↓`` (lower), ``sharpness →1`` (best at 1)."""
+    return f"{label} {TOWARDS_ONE if higher_is_better is None else UP if higher_is_better else DOWN}"
 
 
 def split_label(report: Mapping) -> str:

@@ -173,6 +173,23 @@ def test_an_identity_generator_reproduces_paired_targets_closely(env, tmp_path):
     # tensor2im truncation may lose one level on some pixels, never more
     assert s["psnr_to_target"]["mean"] > 45
     assert s["ssim_to_target"]["mean"] > 0.999
+    assert s["sharpness_to_target"]["mean"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_a_blurring_generator_is_measured_as_less_sharp_than_the_targets(env):
+    """The identity above measures 1.0; an 11x11 box blur of the inputs well below (the metric itself: test_fidelity)."""
+    class Box(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 11, padding=5, padding_mode="replicate", bias=False, groups=3)
+            torch.nn.init.constant_(self.conv.weight, 1 / 121)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    result = _evaluate(env, student=Box(), teacher=None, data=env["paired"], lpips=False, kid=False)
+    s = result.metrics["student"]["sharpness_to_target"]
+    assert s["count"] == N and s["mean"] < 0.7
 
 
 def test_a_missing_inception_is_an_error_for_eval(env):

@@ -38,7 +38,8 @@ def _report(tmp_path, **extra):
         "metrics": {"split": "test", "count": 3, "teacher": {"fid": 60.0, "psnr_to_target": {"mean": 17.7012, "std": 1.0}},
                     "student": {"fid": 62.5, "delta_fid": 2.5, "psnr_to_teacher": {"mean": 24.6391, "std": 0.51234},
                                 "ssim_to_teacher": {"mean": 0.91234, "std": 0.01},
-                                "lpips_to_teacher": {"mean": 0.1234, "std": 0.01}}},
+                                "lpips_to_teacher": {"mean": 0.1234, "std": 0.01},
+                                "sharpness_to_teacher": {"mean": 0.9312, "std": 0.05}}},
         "assets": [{"name": "inception_fid", "path": None, "sha256": None, "verified": None, "unavailable": "missing"}],
         "warnings": [FID_WARNING],
         "paths": {"train_log": str(_log(tmp_path))},
@@ -67,7 +68,8 @@ def test_without_fid_the_headline_says_it_was_not_measured(tmp_path):
 def test_every_metric_has_a_direction_marker_and_two_decimals(tmp_path):
     report = _report(tmp_path)
     rows = report_tables.metric_rows(report)
-    assert rows and all(r[0].endswith((" ↑", " ↓")) for r in rows)
+    assert rows and all(r[0].endswith((" ↑", " ↓", " →1")) for r in rows)
+    assert [r[0] for r in rows if r[0].endswith("→1")] == ["sharpness vs teacher →1"]  # best at 1: blur below, noise above
     assert [r[0] for r in rows if r[0].startswith(("PSNR", "SSIM"))] and all(
         r[0].endswith("↑") for r in rows if r[0].startswith(("PSNR", "SSIM")))
     assert all(r[0].endswith("↓") for r in rows if r[0].startswith(("FID", "LPIPS", "ΔFID")))
