@@ -1,6 +1,6 @@
 """Train the demo task's students for the recipe comparison of docs/quality.md, one folder per student and seed.
 
-Same protocol as `ganzip demo --compare --seeds 3` (the shipped teacher, width 0.25, batch 4, the demo's
+Same protocol as `ganzip demo --compare --seeds 3` (the shipped teacher or --teacher FILE, width 0.25, batch 4, the demo's
 overrides, evaluation on the same 100 test images, student kept by held-out PSNR to the teacher), for the
 feature-level recipes, `--init inherit`, and the discriminator's width. Each student is written to
 OUT/LABEL@sSEED (its own report.json); an existing finished folder is skipped, so the script can be stopped
@@ -40,10 +40,11 @@ STUDENTS = {
 }
 
 
-def train_and_measure(label: str, seed: int, out: Path, steps: int, batch_size: int, eval_images: int) -> None:
+def train_and_measure(label: str, seed: int, out: Path, steps: int, batch_size: int, eval_images: int,
+                      teacher: Path | None = None) -> None:
     recipe, own, init = STUDENTS[label]
     prov = demo.demo_provenance()
-    size, source, teacher = int(prov["size"]), prov["data"], demo.demo_teacher_path()
+    size, source, teacher = int(prov["size"]), prov["data"], teacher or demo.demo_teacher_path()
     sets = demo.demo_overrides(size, perceptual=False) + own
     run_out = out / f"{label}@s{seed}"
     t0 = time.perf_counter()
@@ -103,6 +104,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--only", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--teacher", type=Path, help="another teacher file of the demo task (default: the shipped one); "
+                    "docs/quality.md used ganzip 0.1's: git show b154317:ganzip/assets/demo_teacher.safetensors")
     ap.add_argument("--pair", nargs="+", metavar="A:B", help="print paired differences A − B and train nothing")
     args = ap.parse_args(argv)
     if args.pair:
@@ -118,7 +121,7 @@ def main(argv=None) -> int:
         for label in args.only:
             if (args.out / f"{label}@s{seed}" / "report.json").is_file():
                 continue
-            train_and_measure(label, seed, args.out, args.steps, args.batch_size, args.eval_images)
+            train_and_measure(label, seed, args.out, args.steps, args.batch_size, args.eval_images, args.teacher)
     return 0
 
 

@@ -110,6 +110,18 @@ def test_recorded_metrics_are_measured_not_typed_in():
     again = teacher.ground_truth_metrics(load_generator(str(SHIPPED)), ds)
     assert again["psnr"] == pytest.approx(PROVENANCE["metrics"]["trained"]["psnr"], abs=1e-3)
     assert again["l1"] == pytest.approx(PROVENANCE["metrics"]["trained"]["l1"], abs=1e-5)
+    assert again["sharpness"] == pytest.approx(PROVENANCE["metrics"]["trained"]["sharpness"], abs=1e-4)
+
+
+def test_shipped_teacher_is_as_sharp_as_the_ground_truth():
+    """The demo's teacher is not a blurred one: its outputs carry about the real images' edge energy.
+
+    The 0.1 teacher (100 x L1, 1,200 steps) measured 0.65 here; see docs/demo.md.
+    """
+    ds, _ = teacher.eval_split(PROVENANCE["data"], PROVENANCE["size"], n=32)
+    trained = teacher.ground_truth_metrics(load_generator(str(SHIPPED)), ds)
+    assert trained["sharpness"] > 0.9
+    assert PROVENANCE["metrics"]["trained"]["sharpness"] > 0.9
 
 
 # ---------------------------------------------------------------- the regeneration command, short version
