@@ -177,7 +177,7 @@ def test_an_identity_generator_reproduces_paired_targets_closely(env, tmp_path):
 
 
 def test_a_blurring_generator_is_measured_as_less_sharp_than_the_targets(env):
-    """The identity above measures 1.0; an 11x11 box blur of the inputs well below (the metric itself: test_fidelity)."""
+    """The identity above measures 1.0; an 11x11 box blur of the inputs well below (the metric: test_fidelity)."""
     class Box(torch.nn.Module):
         def __init__(self):
             super().__init__()

@@ -1,5 +1,6 @@
-"""The feature-level recipes end to end on the CPU: a generator class defined here, "auto" taps, the maps'
-place in the checkpoint (not in the student), exact resume, and the refusals of bad layer names.
+"""The feature-level recipes end to end on the CPU: a generator class defined in the tests
+(tests/skipnet.py), "auto" taps, the maps' place in the checkpoint (not in the student), exact resume, and
+the refusals of bad layer names.
 
 Teachers are random-weight generators built in the tests (no pretrained weights exist here).
 """
@@ -22,37 +23,11 @@ from ganzip.training.options import DataBundle, RunOptions
 from ganzip.training.plan import plan_losses
 from ganzip.training.setup import build_discriminator, discriminator_ndf
 
+from .skipnet import SkipNet
+
 SIZE = 64
 FAST = ["perceptual.weight=0", "discriminator.ndf=8", "eval.max_images=2", "crd.patch_size=16"]
 FEATURE_RECIPES = ["gc-feature", "cat-ka", "crd-ka", "crd-gc"]
-
-
-class Residual(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.InstanceNorm2d(c), nn.ReLU(),
-                                  nn.Conv2d(c, c, 3, padding=1))
-
-    def forward(self, x):
-        return x + self.body(x)
-
-
-class SkipNet(nn.Module):
-    """A generator of no known family: a residual trunk and a concatenation skip around it."""
-
-    def __init__(self, c=16):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.ReLU())
-        self.down = nn.Sequential(nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.InstanceNorm2d(2 * c), nn.ReLU())
-        self.blocks = nn.Sequential(Residual(2 * c), Residual(2 * c))
-        self.up = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(2 * c, c, 3, padding=1), nn.ReLU())
-        self.head = nn.Conv2d(2 * c, 3, 3, padding=1)
-
-    def forward(self, x):
-        s = self.stem(x)
-        return torch.tanh(self.head(torch.cat([s, self.up(self.blocks(self.down(s)))], 1)))
-
-
 AUTO_TAPS = ["down.2", "blocks.0", "blocks.1", "up.2"]
 
 
@@ -106,7 +81,7 @@ def test_a_class_defined_here_distils_on_auto_taps_and_reloads_without_the_maps(
     with safe_open(str(res.student_path), "pt") as f:
         keys = list(f.keys())
     assert not any("maps" in k or k.startswith("terms.") for k in keys)
-    student = load_student(res.student_path, arch=f"{__name__}:SkipNet")
+    student = load_student(res.student_path, arch=f"{SkipNet.__module__}:SkipNet")
     assert set(student.state_dict()) == set(keys)
     assert student.blocks[0].body[0].out_channels == 8
     assert not any(m._forward_hooks for m in res.train.student.modules())  # the hooks came off
@@ -201,7 +176,7 @@ import torch
 from safetensors.torch import save_file
 from ganzip import engine
 sys.path.insert(0, sys.argv[3])
-from test_feature_recipes import SkipNet
+from skipnet import SkipNet
 
 torch.manual_seed(0)
 result = engine.compress(SkipNet(), data=sys.argv[1], width=0.25, recipe="gc-feature", out=sys.argv[2], size=64,
