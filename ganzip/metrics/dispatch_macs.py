@@ -86,7 +86,7 @@ def count_macs_by_dispatch(model: nn.Module, example: torch.Tensor) -> int:
 
 def needs_dispatch_count(model: nn.Module) -> bool:
     """True for models that torchprofile cannot trace again: TorchScript modules, or models holding one."""
-    return any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()) or isinstance(model, torch.jit.ScriptModule)
+    return any(isinstance(m, torch.jit.ScriptModule) for m in model.modules())  # modules() yields the model itself first
 
 
 __all__ = ["count_macs_by_dispatch", "needs_dispatch_count"]
